@@ -1,0 +1,72 @@
+"""gpuf-s API server: create_app() for standalone use, init_app() to embed in a host Flask app."""
+import logging
+
+from flask import Flask, request
+from flask_cors import CORS
+
+from . import config as config_module
+from . import errors
+from .cache import Cache
+from .db import Pool, close_db
+
+log = logging.getLogger("gpufs")
+
+
+class State:
+    """Everything the extension keeps per app, found at app.extensions["gpufs"]."""
+
+    def __init__(self, config, prefix):
+        self.config = config
+        self.prefix = prefix
+        self.pool = Pool(config)
+        self.cache = Cache(config)
+
+
+def init_app(app, url_prefix=None, config=None):
+    """Register the API blueprints under `url_prefix` (default "/api") on any Flask app."""
+    from .blueprints import client, models, monitor, user  # noqa: F401 (monitor adds views to user)
+    from .cli import gpufs_cli
+
+    settings = config_module.from_env()
+    settings.update({k: app.config[k] for k in settings if k in app.config})
+    settings.update(config or {})
+    prefix = (url_prefix if url_prefix is not None else settings["GPUFS_URL_PREFIX"]).rstrip("/")
+    state = State(settings, prefix)
+    app.extensions["gpufs"] = state
+
+    app.register_blueprint(user.bp, url_prefix=prefix + "/user")
+    app.register_blueprint(models.bp, url_prefix=prefix + "/models")
+    app.register_blueprint(client.bp, url_prefix=prefix + "/client")
+    app.teardown_appcontext(close_db)
+    errors.register(app, prefix or "/")
+    app.cli.add_command(gpufs_cli)
+
+    @app.before_request
+    def _limit_body():
+        if request.path.startswith(prefix + "/"):
+            request.max_content_length = int(settings["MAX_BODY_BYTES"])
+
+    origins = settings["CORS_ORIGINS"] or ("*" if settings["AUTH_MODE"] == "none" else "")
+    if origins:
+        CORS(app, resources={prefix + "/*": {"origins": origins.split(",") if origins != "*" else "*"}},
+             supports_credentials=False)
+    return state
+
+
+def create_app(test_config=None):
+    """The standalone server: the API under /api plus the operational endpoints."""
+    app = Flask(__name__)
+    settings = config_module.from_env()
+    settings.update(test_config or {})
+    app.config.update(settings)
+    logging.basicConfig(level=settings["LOG_LEVEL"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    state = init_app(app, config=settings)
+
+    if settings["MIGRATE_ON_START"]:
+        from .migrate import migrate
+        try:
+            migrate(settings["DATABASE_URL"], int(settings["DB_CONNECT_TIMEOUT"]))
+        except Exception as err:  # the server still starts: /readyz and 503s report the outage
+            log.error("migrations not applied, database unreachable: %s", str(err).strip())
+    del state
+    return app

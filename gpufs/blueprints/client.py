@@ -1,0 +1,4 @@
+"""Heartbeat ingestion under /api/client: heartbeat (one report) and heartbeats (a batch)."""
+from flask import Blueprint
+
+bp = Blueprint("gpufs_client", __name__)

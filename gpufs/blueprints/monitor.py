@@ -1,0 +1,82 @@
+"""Fleet monitoring under /api/user: client_stat, client_monitor and client_health."""
+from flask import Response, stream_with_context
+
+from .. import schemas
+from ..db import all_rows, get_db, one_row, queries
+from ..envelope import OK_MESSAGE, dumps, envelope_bytes, isoz
+from . import cached_response, cfg, load_args, user_scope
+from .user import bp
+
+stat_in = schemas.UserQuery()
+monitor_in = schemas.MonitorQuery()
+health_in = schemas.HealthQuery()
+stat_out = schemas.ClientStat()
+monitor_out = schemas.MonitorRow(many=True)
+health_out = schemas.HealthRow(many=True)
+STREAM_CHUNK = 2000
+
+
+@bp.get("/client_stat")
+def client_stat():
+    args = load_args(stat_in)
+
+    def produce():
+        row = one_row(queries.client_stat, user_id=args["user_id"],
+                      window_seconds=cfg("ONLINE_WINDOW_SECONDS"),
+                      interval=cfg("HEARTBEAT_INTERVAL_SECONDS"), temp_warning=cfg("TEMP_WARNING_C"))
+        return stat_out.dump(row)
+
+    # Online and warning counts change with the clock alone, hence the live (short) TTL.
+    return cached_response(user_scope(args["user_id"]), "client_stat", {}, produce, live=True)
+
+
+@bp.get("/client_monitor")
+def client_monitor():
+    args = load_args(monitor_in)
+    low, high = schemas.time_range(args)
+
+    def produce():
+        rows = all_rows(queries.client_monitor, user_id=args["user_id"], client_id=args.get("client_id"),
+                        date_from=low and low.date(), date_to=high and _last_day(high))
+        return monitor_out.dump(rows)
+
+    return cached_response(user_scope(args["user_id"]), "client_monitor", monitor_in.dump(args), produce)
+
+
+def _last_day(exclusive_end):
+    from datetime import timedelta
+    return (exclusive_end - timedelta(microseconds=1)).date()
+
+
+@bp.get("/client_health")
+def client_health():
+    args = load_args(health_in)
+    low, high = schemas.time_range(args)
+    params = {"user_id": args["user_id"], "client_id": args.get("client_id"), "time_from": low,
+              "time_to": high, "before": args.get("before"), "limit": args.get("limit")}
+    if args.get("limit"):
+        return Response(envelope_bytes(True, health_out.dump(all_rows(queries.client_health, **params)),
+                                       OK_MESSAGE), mimetype="application/json")
+    return Response(stream_with_context(_stream_health(params)), mimetype="application/json")
+
+
+def _stream_health(params):
+    """Every matching heartbeat as one envelope, fetched and written in chunks: memory stays flat."""
+    head, tail = envelope_bytes(True, b"[]", OK_MESSAGE).split(b"[]", 1)
+    with get_db().cursor("client_health_stream") as cur:
+        cur.itersize = STREAM_CHUNK
+        cur.execute(queries.client_health.sql, params)
+        yield head + b"["
+        first = True
+        while rows := cur.fetchmany(STREAM_CHUNK):
+            chunk = b",".join(dumps(_health_row(r)) for r in rows)
+            yield chunk if first else b"," + chunk
+            first = False
+    yield b"]" + tail
+
+
+def _health_row(row):
+    # The streamed path shapes rows like schemas.HealthRow without marshmallow's per-field cost.
+    return {"client_id": bytes(row["client_id"]).hex(), "client_name": row["client_name"],
+            "timestamp": isoz(row["timestamp"]), "cpu_usage": row["cpu_usage"], "mem_usage": row["mem_usage"],
+            "disk_usage": row["disk_usage"], "network_up": row["network_up"], "network_down": row["network_down"]}

@@ -1,0 +1,157 @@
+"""Redis cache-aside for polled reads: never stale after a write, never required.
+
+Keys are versioned per user: every cached read of a user's data is stored under the
+user's current version number, and every write that changes that user's data (client
+registry changes and heartbeat ingestion alike) increments the number with one INCR.
+Nothing is deleted or scanned, so a busy fleet's heartbeats cost one O(1) INCR per
+user per request rather than a flush storm, and a read racing a write can only store
+its result under the old version, which is never read again. Views that change with
+the clock alone (live status) use a short TTL, well inside the online window.
+
+Redis is optional: any Redis failure (down, slow, garbage) is a miss; the request is
+answered from PostgreSQL, a warning is logged at most once per interval, and Redis is
+not tried again for a short back-off so an outage does not add a timeout to each call.
+Version bumps that fail are remembered and replayed when Redis answers again.
+"""
+import hashlib
+import logging
+import threading
+import time
+
+import orjson
+import redis
+
+log = logging.getLogger("gpufs.cache")
+
+# One round trip for a read: look up the scope's version, then the value stored under it.
+_READ = """
+local v = redis.call('GET', KEYS[1]) or '0'
+return {v, redis.call('GET', ARGV[1] .. v)}
+"""
+
+
+class Cache:
+    def __init__(self, config):
+        self.url = config["REDIS_URL"]
+        self.ttl = int(config["CACHE_TTL_SECONDS"])
+        self.live_ttl = min(int(config["CACHE_LIVE_TTL_SECONDS"]), int(config["ONLINE_WINDOW_SECONDS"]))
+        self.timeout = float(config["REDIS_SOCKET_TIMEOUT"])
+        self.backoff = 1.0
+        self.warn_every = 60.0
+        self.stats = {"hit": 0, "miss": 0, "error": 0}
+        self._client = None
+        self._script = None
+        self._down_until = 0.0
+        self._last_warning = 0.0
+        self._pending = set()
+        self._lock = threading.Lock()
+
+    @property
+    def enabled(self):
+        return bool(self.url)
+
+    def _redis(self):
+        if self._client is None:
+            self._client = redis.Redis.from_url(
+                self.url, socket_timeout=self.timeout, socket_connect_timeout=self.timeout,
+                health_check_interval=0, retry_on_timeout=False)
+            self._script = self._client.register_script(_READ)
+        return self._client
+
+    def _available(self):
+        return self.enabled and time.monotonic() >= self._down_until
+
+    def _failed(self, err):
+        now = time.monotonic()
+        with self._lock:
+            self.stats["error"] += 1
+            self._down_until = now + self.backoff
+            if now - self._last_warning >= self.warn_every:
+                self._last_warning = now
+                log.warning("redis unavailable, serving from PostgreSQL: %s", err)
+
+    def _replay_pending(self, client):
+        with self._lock:
+            scopes, self._pending = self._pending, set()
+        if scopes:
+            pipe = client.pipeline(transaction=False)
+            for scope in scopes:
+                pipe.incr(_version_key(scope))
+            pipe.execute()
+
+    def fetch(self, scope, name, args, produce, live=False):
+        """Return (JSON bytes of `produce()`'s result, hit?) using the cache when it answers."""
+        key = _value_key(scope, name, args)
+        if self._available():
+            try:
+                client = self._redis()
+                if self._pending:
+                    self._replay_pending(client)
+                version, value = self._script(keys=[_version_key(scope)], args=[key + ":"])
+                if value is not None and _looks_like_json(value):
+                    self.stats["hit"] += 1
+                    return value, True
+            except (redis.RedisError, OSError, ValueError, TypeError) as err:
+                self._failed(err)
+                version = None
+        else:
+            version = None
+        self.stats["miss"] += 1
+        body = produce()
+        if version is not None:
+            try:
+                self._redis().set(key + ":" + version.decode(), body, ex=self.live_ttl if live else self.ttl)
+            except (redis.RedisError, OSError) as err:
+                self._failed(err)
+        return body, False
+
+    def invalidate(self, *scopes):
+        """Make every cached read of these scopes unreachable (one INCR each)."""
+        if not self.enabled or not scopes:
+            return
+        if not self._available():
+            with self._lock:
+                self._pending.update(scopes)
+            return
+        try:
+            client = self._redis()
+            pipe = client.pipeline(transaction=False)
+            for scope in set(scopes) | self._pending:
+                pipe.incr(_version_key(scope))
+            pipe.execute()
+            self._pending.clear()
+        except (redis.RedisError, OSError) as err:
+            with self._lock:
+                self._pending.update(scopes)
+            self._failed(err)
+
+    def ping(self):
+        if not self.enabled:
+            return "disabled"
+        try:
+            self._redis().ping()
+            return "ok"
+        except (redis.RedisError, OSError) as err:
+            self._failed(err)
+            return "down"
+
+
+def _version_key(scope):
+    return f"gpufs:ver:{scope}"
+
+
+def _value_key(scope, name, args):
+    # The scope is hashed with the arguments so that no user_id can forge another key's text.
+    material = orjson.dumps([scope, args], option=orjson.OPT_SORT_KEYS)
+    return f"gpufs:val:{name}:{hashlib.blake2b(material, digest_size=12).hexdigest()}"
+
+
+def _looks_like_json(value):
+    # A cached value is always a JSON object or array; anything else is corruption, i.e. a miss.
+    if not value or value[:1] not in (b"{", b"["):
+        return False
+    try:
+        orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return False
+    return True

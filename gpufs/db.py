@@ -1,0 +1,132 @@
+"""PostgreSQL access: a per-process connection pool, one connection per request, and the SQL files."""
+import logging
+import os
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+
+import aiosql
+import psycopg2
+import psycopg2.extras
+from flask import current_app, g
+from psycopg2 import pool as pgpool
+
+from .errors import Unavailable
+
+log = logging.getLogger("gpufs.db")
+SQL_DIR = Path(__file__).with_name("sql")
+queries = aiosql.from_path(SQL_DIR, "psycopg2")
+
+# Errors that mean "the database is not there", as opposed to a bug in a query.
+DOWN_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError)
+
+
+class Pool:
+    """A lazily created, fork-aware ThreadedConnectionPool: gunicorn workers each build their own."""
+
+    def __init__(self, config):
+        self.config = config
+        self._pool = None
+        self._pid = None
+        self._lock = threading.Lock()
+        self.in_use = 0
+
+    def _connect_kwargs(self):
+        c = self.config
+        return {
+            "dsn": c["DATABASE_URL"],
+            "connect_timeout": int(c["DB_CONNECT_TIMEOUT"]),
+            "application_name": "gpufs",
+            "options": f"-c statement_timeout={int(c['DB_STATEMENT_TIMEOUT_MS'])} -c TimeZone=UTC",
+            "cursor_factory": psycopg2.extras.RealDictCursor,
+            # TCP keepalives so a peer that vanished is noticed instead of waited on forever.
+            "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 2,
+        }
+
+    def _get_pool(self):
+        if self._pool is None or self._pid != os.getpid():
+            with self._lock:
+                if self._pool is None or self._pid != os.getpid():
+                    self._pool = pgpool.ThreadedConnectionPool(
+                        0, int(self.config["DB_POOL_MAX"]), **self._connect_kwargs())
+                    self._pid = os.getpid()
+        return self._pool
+
+    def getconn(self):
+        try:
+            conn = self._get_pool().getconn()
+        except pgpool.PoolError as err:
+            log.warning("connection pool exhausted: %s", err)
+            raise Unavailable("server busy: no database connection free, try again") from err
+        except DOWN_ERRORS as err:
+            log.warning("database unreachable: %s", str(err).strip())
+            raise Unavailable() from err
+        with self._lock:
+            self.in_use += 1
+        return conn
+
+    def putconn(self, conn, broken=False):
+        with self._lock:
+            self.in_use -= 1
+        pool = self._pool
+        if pool is None or self._pid != os.getpid():
+            conn.close()
+            return
+        if not broken and not conn.closed:
+            try:
+                if conn.status != psycopg2.extensions.STATUS_READY:
+                    conn.rollback()
+            except DOWN_ERRORS:
+                broken = True
+        pool.putconn(conn, close=broken or bool(conn.closed))
+        if broken:
+            # A lost connection usually means the server restarted: its siblings are dead too.
+            self.reset()
+
+    def reset(self):
+        with self._lock:
+            old, self._pool = self._pool, None
+        if old is not None:
+            try:
+                old.closeall()
+            except pgpool.PoolError:
+                pass
+
+    @contextmanager
+    def connection(self):
+        """A connection outside a request (CLI, background work); the caller owns transactions."""
+        conn = self.getconn()
+        broken = False
+        try:
+            yield conn
+        except DOWN_ERRORS:
+            broken = True
+            raise
+        finally:
+            self.putconn(conn, broken)
+
+
+def state(app=None):
+    return (app or current_app).extensions["gpufs"]
+
+
+def get_db():
+    """The request's connection, taken from the pool on first use and returned in teardown."""
+    if "gpufs_db" not in g:
+        g.gpufs_db = state().pool.getconn()
+    return g.gpufs_db
+
+
+def close_db(exc=None):
+    conn = g.pop("gpufs_db", None)
+    if conn is not None:
+        state().pool.putconn(conn, broken=isinstance(exc, DOWN_ERRORS) or g.pop("gpufs_db_broken", False))
+
+
+def all_rows(query, **params):
+    """Run a named select on the request connection and return its rows as a list of dicts."""
+    return list(query(get_db(), **params))
+
+
+def one_row(query, **params):
+    return query(get_db(), **params)

@@ -1,0 +1,90 @@
+-- Client registry: what insert_client, edit_client_info, client_list,
+-- client_status_list and client_device_detail run.
+
+-- name: insert-client(user_id, client_id, client_name, client_status, os_type)^
+-- Upsert by client_id; an existing client of another user matches no row (the caller's 409).
+insert into gpu_assets (user_id, client_id, client_name, client_status, valid_status, os_type)
+values (:user_id, :client_id, :client_name, :client_status, 'valid', :os_type)
+    on conflict (client_id) do update
+   set client_name   = excluded.client_name,
+       client_status = excluded.client_status,
+       os_type       = coalesce(excluded.os_type, gpu_assets.os_type),
+       updated_at    = now() at time zone 'UTC'
+ where gpu_assets.user_id = excluded.user_id
+returning client_id;
+
+-- name: edit-client(user_id, client_id, os_type, client_name, client_status, valid_status)^
+-- Partial update: a null parameter keeps the stored value.
+update gpu_assets
+   set os_type       = coalesce(:os_type, os_type),
+       client_name   = coalesce(:client_name, client_name),
+       client_status = coalesce(:client_status, client_status),
+       valid_status  = coalesce(:valid_status, valid_status),
+       updated_at    = now() at time zone 'UTC'
+ where user_id = :user_id
+   and client_id = :client_id
+returning client_id;
+
+-- name: client-list(user_id, client_id, status, name, valid_status, live, window_seconds, interval)
+-- The user's clients with their latest snapshot, health and uptime days, oldest first.
+-- `live` makes client_status (and the status filter) the live status instead of the registered one.
+with clients as (
+    select a.client_id, a.client_name, a.client_status, coalesce(a.valid_status, 'valid') as valid_status,
+           a.os_type, a.created_at at time zone 'UTC' as created_at,
+           s.total_tflops, s.cpu_usage, s.mem_usage, s.disk_usage, s.last_seen_at,
+           case when a.client_status in ('maintenance', 'error') then a.client_status
+                when s.last_seen_at > now() - make_interval(secs => :window_seconds) then 'online'
+                else 'offline'
+           end as live_status
+      from gpu_assets a
+      left join system_info s on s.client_id = a.client_id
+     where a.user_id = :user_id
+       and (:client_id::bytea is null or a.client_id = :client_id)
+       and coalesce(a.valid_status, 'valid') = coalesce(:valid_status, 'valid')
+       and (:name::text is null or strpos(lower(a.client_name), lower(:name)) > 0)
+), shown as (
+    select c.*, case when :live then c.live_status else c.client_status end as shown_status
+      from clients c
+)
+select c.client_id, c.client_name, c.shown_status as client_status, c.valid_status, c.os_type,
+       coalesce(g.device_name, '') as device_name,
+       coalesce(c.total_tflops, 0) as tflops,
+       coalesce(c.cpu_usage, 0) as cpu_usage,
+       coalesce(c.mem_usage, 0) as memory_usage,
+       coalesce(c.disk_usage, 0) as storage_usage,
+       gpufs_health(c.client_id, c.created_at, now(), :interval) as health,
+       c.last_seen_at as last_online,
+       c.created_at,
+       (select count(*) from client_daily_stats d where d.client_id = c.client_id) as uptime_days
+  from shown c
+  left join lateral (select device_name
+                       from device_info d
+                      where d.client_id = c.client_id
+                      order by d.device_index
+                      limit 1) g on true
+ where (:status::text is null or c.shown_status = :status)
+ order by c.created_at, c.client_id;
+
+-- name: client-detail(user_id, client_id, interval)^
+-- One client's latest snapshot with health and uptime days; no row when it is not the user's.
+select gpufs_health(a.client_id, a.created_at at time zone 'UTC', now(), :interval) as health,
+       coalesce(s.cpu_usage, 0) as cpu_usage,
+       coalesce(s.mem_usage, 0) as memory_usage,
+       coalesce(s.disk_usage, 0) as storage_usage,
+       coalesce(s.device_memsize, 0) as device_memsize,
+       (select count(*) from client_daily_stats d where d.client_id = a.client_id) as uptime_days
+  from gpu_assets a
+  left join system_info s on s.client_id = a.client_id
+ where a.user_id = :user_id
+   and a.client_id = :client_id;
+
+-- name: client-devices(client_id)
+-- The latest report's GPUs, by index.
+select device_index, coalesce(device_name, '') as name,
+       coalesce(device_temp, 0) as temp,
+       coalesce(device_gpuusage, 0) as usage,
+       coalesce(device_memusage, 0) as mem_usage,
+       coalesce(device_powerusage, 0) as power_usage
+  from device_info
+ where client_id = :client_id
+ order by device_index;

@@ -1,0 +1,122 @@
+"""Fixtures: a real PostgreSQL and Redis (from the environment, else embedded under ./var/),
+the schema built once per run, and every test starting from empty tables and an empty cache."""
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import psycopg2
+import pytest
+import redis
+
+from gpufs import create_app
+from gpufs.migrate import migrate
+
+ROOT = Path(__file__).resolve().parent.parent
+TABLES = ("gpu_assets", "system_info", "device_info", "heartbeat", "heartbeat_bucket", "client_daily_stats",
+          "device_daily_stats", "heartbeat_config_daily", "client_models", "tokens")
+
+
+@pytest.fixture(scope="session")
+def urls():
+    if os.environ.get("DATABASE_URL") and os.environ.get("REDIS_URL"):
+        found = {"DATABASE_URL": os.environ["DATABASE_URL"], "REDIS_URL": os.environ["REDIS_URL"]}
+    else:
+        from gpufs import devenv
+        found = devenv.ensure(ROOT)
+    migrate(found["DATABASE_URL"])
+    return found
+
+
+@pytest.fixture
+def db(urls):
+    """A direct autocommit connection for arranging and checking rows; tables start empty."""
+    conn = psycopg2.connect(urls["DATABASE_URL"], options="-c TimeZone=UTC")
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("truncate " + ", ".join(TABLES) + " restart identity")  # fixed names, no input
+    redis.Redis.from_url(urls["REDIS_URL"]).flushdb()
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def app_config(urls):
+    return {"DATABASE_URL": urls["DATABASE_URL"], "REDIS_URL": urls["REDIS_URL"], "MIGRATE_ON_START": False}
+
+
+@pytest.fixture
+def app(db, app_config):
+    app = create_app(app_config)
+    app.config["TESTING"] = True
+    yield app
+    app.extensions["gpufs"].pool.reset()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+def new_client_id():
+    return uuid.uuid4().hex
+
+
+def register(client, user_id="12", client_id=None, name="GPU Server 1", status="online", os_type="Linux"):
+    """Register a client through the API and return its id."""
+    client_id = client_id or new_client_id()
+    body = {"user_id": user_id, "client_id": client_id, "client_status": status, "name": name}
+    if os_type is not None:
+        body["os_type"] = os_type
+    resp = client.post("/api/user/insert_client", json=body)
+    assert resp.status_code == 200, resp.get_json()
+    return client_id
+
+
+def assert_envelope(resp, status):
+    body = resp.get_json()
+    assert resp.status_code == status, body
+    assert set(body) == {"success", "data", "message", "timestamp"}
+    assert body["success"] is (status < 400)
+    if status >= 400:
+        assert body["data"] is None
+    assert body["timestamp"].endswith("Z") and len(body["timestamp"]) == 27
+    return body
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def server(urls):
+    """The real gunicorn process, started the way the README starts it; yields its base URL."""
+    port = free_port()
+    env = dict(os.environ, DATABASE_URL=urls["DATABASE_URL"], REDIS_URL=urls["REDIS_URL"],
+               GPUFS_BIND=f"127.0.0.1:{port}", GUNICORN_WORKERS="2")
+    gunicorn = Path(sys.executable).with_name("gunicorn")
+    proc = subprocess.Popen([str(gunicorn), "-c", "deploy/gunicorn.conf.py", "app:app"], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError(proc.stderr.read().decode())
+            time.sleep(0.1)
+    yield base
+    proc.terminate()
+    proc.wait(timeout=30)
