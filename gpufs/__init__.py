@@ -48,8 +48,9 @@ def init_app(app, url_prefix=None, config=None):
 
     origins = settings["CORS_ORIGINS"] or ("*" if settings["AUTH_MODE"] == "none" else "")
     if origins:
-        CORS(app, resources={prefix + "/*": {"origins": origins.split(",") if origins != "*" else "*"}},
-             supports_credentials=False)
+        wildcard = origins == "*"
+        CORS(app, resources={prefix + "/*": {"origins": "*" if wildcard else origins.split(",")}},
+             send_wildcard=wildcard, supports_credentials=False)
     return state
 
 

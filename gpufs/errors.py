@@ -72,6 +72,10 @@ def validation_message(err):
     return "; ".join(flatten(err.messages))
 
 
+CONFLICTS = {
+    "client_models_name_version_code_key": "version_code: already used by another version of this model",
+}
+
 _HTTP_MESSAGES = {
     404: "no such route",
     405: "method not allowed",
@@ -82,7 +86,7 @@ _HTTP_MESSAGES = {
 
 def register(app, prefix):
     """Envelope errors under `prefix`; elsewhere defer to whatever the host app had."""
-    previous = app.error_handler_spec.get(None, {})
+    previous = {code: dict(handlers) for code, handlers in app.error_handler_spec.get(None, {}).items()}
 
     def is_ours():
         path = request.path
@@ -114,6 +118,11 @@ def register(app, prefix):
             raise err
         return respond(None, 503, Unavailable.message)
 
+    def on_unique_violation(err):
+        # Only constraints whose conflict is the client's doing are named; others stay generic.
+        message = CONFLICTS.get(err.diag.constraint_name, "conflicts with an existing record")
+        return respond(None, 409, message)
+
     def on_unexpected(err):
         log.exception("unhandled error on %s %s", request.method, request.path)
         if not is_ours():
@@ -123,6 +132,11 @@ def register(app, prefix):
     app.register_error_handler(ApiError, on_api_error)
     app.register_error_handler(ValidationError, on_validation)
     app.register_error_handler(HTTPException, on_http)
+    # Per-code too: a host's own handler for, say, 404 would otherwise win over ours under
+    # the prefix. Register the host's handlers before init_app; they keep serving its pages.
+    for code in (400, 404, 405, 413, 415):
+        app.register_error_handler(code, on_http)
+    app.register_error_handler(psycopg2.errors.UniqueViolation, on_unique_violation)
     app.register_error_handler(psycopg2.OperationalError, on_database_down)
     app.register_error_handler(psycopg2.InterfaceError, on_database_down)
     app.register_error_handler(Exception, on_unexpected)
