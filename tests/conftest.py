@@ -99,23 +99,26 @@ def free_port():
 
 
 @pytest.fixture(scope="session")
-def server(urls):
+def server(urls, tmp_path_factory):
     """The real gunicorn process, started the way the README starts it; yields its base URL."""
     port = free_port()
     env = dict(os.environ, DATABASE_URL=urls["DATABASE_URL"], REDIS_URL=urls["REDIS_URL"],
                GPUFS_BIND=f"127.0.0.1:{port}", GUNICORN_WORKERS="2")
     gunicorn = Path(sys.executable).with_name("gunicorn")
-    proc = subprocess.Popen([str(gunicorn), "-c", "deploy/gunicorn.conf.py", "app:app"], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = tmp_path_factory.mktemp("gunicorn") / "stderr.log"
+    with open(log, "wb") as err:
+        proc = subprocess.Popen([str(gunicorn), "-c", "deploy/gunicorn.conf.py", "app:app"], cwd=ROOT, env=env,
+                                stdout=subprocess.DEVNULL, stderr=err)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+    while True:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
             break
         except OSError:
-            if proc.poll() is not None:
-                raise RuntimeError(proc.stderr.read().decode()) from None
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError("gunicorn did not start:\n" + log.read_text()) from None
             time.sleep(0.1)
     yield base
     proc.terminate()
