@@ -3,7 +3,7 @@ import numbers
 import re
 from datetime import datetime, time, timedelta, timezone
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate, validates_schema
 
 CLIENT_STATUSES = ("active", "online", "offline", "maintenance", "error")
 VALID_STATUSES = ("valid", "invalid")
@@ -181,7 +181,7 @@ class Instant(fields.Field):
     def _deserialize(self, value, attr, data, **kwargs):
         try:
             return parse_time(value, self.need_zone)
-        except (ValueError, TypeError) as err:
+        except (ValueError, TypeError, OverflowError) as err:  # overflow: year 1 or 9999 shifted by an offset
             raise self.make_error("invalid") from err
 
     def _serialize(self, value, attr, obj, **kwargs):
@@ -203,7 +203,7 @@ class DayOrInstant(fields.Field):
                 day = datetime.strptime(text, "%Y-%m-%d").date()
                 return datetime.combine(day, time.min, tzinfo=timezone.utc), True
             return parse_time(text, need_zone=False), False
-        except (ValueError, TypeError) as err:
+        except (ValueError, TypeError, OverflowError) as err:
             raise self.make_error("invalid") from err
 
 
@@ -329,6 +329,19 @@ class ModelsQuery(Base):
 
 # ---- requests: heartbeats ------------------------------------------------------------------
 
+class Object(fields.Nested):
+    """A nested JSON object; anything else is reported on the field itself ("system: must be an object")."""
+
+    def __init__(self, nested, **kwargs):
+        kwargs.setdefault("error_messages", _messages(type="must be an object"))
+        super().__init__(nested, **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, dict):
+            raise self.make_error("type")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
 class SystemReport(Base):
     cpu_usage = Number(0, 100, required=True)
     memory_usage = Number(0, 100, required=True)
@@ -347,12 +360,16 @@ class DeviceReport(Base):
 
 
 class Report(Base):
+    """One heartbeat report (contract sections 5 and 7); `devices` omitted or null is a CPU-only machine."""
+
+    error_messages = {"type": "must be a JSON object"}
+
     client_id = ClientId(required=True)
     timestamp = Instant(allow_none=True)
-    system = fields.Nested(SystemReport, required=True, error_messages=_messages(type="must be an object"))
+    system = Object(SystemReport, required=True)
     device_memsize = StrictInt(0, INT64_MAX, allow_none=True)
     total_tflops = Number(0, INT32_MAX, allow_none=True)
-    devices = fields.List(fields.Nested(DeviceReport), load_default=list,
+    devices = fields.List(Object(DeviceReport), load_default=list, allow_none=True,
                           error_messages=_messages(invalid="must be a list"))
 
     @validates_schema
@@ -363,6 +380,12 @@ class Report(Base):
         ts = data.get("timestamp")
         if ts is not None and ts > datetime.now(timezone.utc) + REPORT_FUTURE_LIMIT:
             raise ValidationError("must not be more than 5 minutes in the future", "timestamp")
+
+    @post_load
+    def _cpu_only(self, data, **kwargs):
+        if data.get("devices") is None:
+            data["devices"] = []
+        return data
 
 
 class ReportBatch(Base):

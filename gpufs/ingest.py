@@ -1,0 +1,121 @@
+"""Heartbeat ingestion: validate reports, check their clients, write the accepted ones set-based in one
+transaction (heartbeat.sql), then invalidate the owners' cached reads. Used by the API and the simulator."""
+import orjson
+from marshmallow import ValidationError
+
+from . import metrics, schemas
+from .db import queries, state
+from .errors import Forbidden, NotFound, validation_message
+
+report_in = schemas.Report()
+
+NO_SUCH_CLIENT = "client_id: no such client; register it with insert_client"
+INVALID_CLIENT = "client_id: client is marked invalid; its reports are not accepted"
+COUNTED = "stored and counted"
+NOT_COUNTED = "stored; not counted: its bucket already has a report"
+DUPLICATE = "duplicate: this client_id and timestamp is already stored"
+
+
+def _result(index, status, code, message, counted=False):
+    return {"index": index, "status": status, "code": code, "message": message, "counted": counted}
+
+
+def validate(raw_reports):
+    """Load each raw report; returns ([(index, report)], {index: rejected result})."""
+    accepted, rejected = [], {}
+    for index, raw in enumerate(raw_reports):
+        try:
+            accepted.append((index, report_in.load(raw)))
+        except ValidationError as err:
+            rejected[index] = _result(index, "rejected", 400, validation_message(err))
+    return accepted, rejected
+
+
+def ingest(conn, reports, rejected=None, *, settings=None):
+    """Store loaded `reports` [(index, report)] and return every result, `rejected` ones merged, by index.
+
+    Clients are checked in one query before anything is written; the accepted reports are
+    written together in one transaction, so each is fully written or, if the database
+    fails, the whole call raises and nothing is.
+    """
+    settings = settings or state().config
+    results = dict(rejected or {})
+    owners = set()
+    with conn:
+        clients = _clients(conn, {report["client_id"] for _, report in reports})
+        accepted = []
+        for index, report in reports:
+            client = clients.get(report["client_id"])
+            if client is None:
+                results[index] = _result(index, "rejected", 404, NO_SUCH_CLIENT)
+            elif client["valid_status"] == "invalid":
+                results[index] = _result(index, "rejected", 403, INVALID_CLIENT)
+            else:
+                accepted.append((index, report))
+        if accepted:
+            owners = _write(conn, accepted, clients, settings, results)
+    if owners:
+        state().cache.invalidate(*{f"user:{uid}" for uid in owners})
+    ordered = [results[i] for i in sorted(results)]
+    counts = summary(ordered)
+    metrics.count_heartbeats(stored=counts["stored"], duplicates=counts["duplicates"], rejected=counts["rejected"])
+    return ordered
+
+
+def summary(results):
+    """A batch answer: counts per outcome and the results in input order."""
+    return {"stored": sum(r["status"] == "stored" for r in results),
+            "duplicates": sum(r["status"] == "duplicate" for r in results),
+            "rejected": sum(r["status"] == "rejected" for r in results),
+            "results": results}
+
+
+def ingest_one(conn, report):
+    """One report through the batch path; an unregistered or invalid client raises (404, 403)."""
+    result = ingest(conn, [(0, report)])[0]
+    if result["code"] == 404:
+        raise NotFound(result["message"])
+    if result["code"] == 403:
+        raise Forbidden(result["message"])
+    return result
+
+
+def _clients(conn, client_ids):
+    rows = queries.report_clients(conn, client_ids=sorted(client_ids))
+    return {bytes(row["client_id"]): row for row in rows}
+
+
+def _write(conn, accepted, clients, settings, results):
+    """Write the accepted reports; fill their results and return the owners of stored ones."""
+    client_ids = sorted({report["client_id"] for _, report in accepted})
+    list(queries.lock_clients(conn, client_ids=client_ids))
+    payload = orjson.dumps([_row(index, report) for index, report in accepted]).decode()
+    rows = list(queries.ingest_reports(conn, reports=payload, interval=int(settings["HEARTBEAT_INTERVAL_SECONDS"]),
+                                       retention_days=int(settings["HEARTBEAT_RETENTION_DAYS"])))
+    by_index = dict(accepted)
+    touched = set()
+    for row in rows:
+        index = row["ord"]
+        if row["stored"]:
+            touched.add(by_index[index]["client_id"])
+            message = COUNTED if row["counted"] else NOT_COUNTED
+            results[index] = _result(index, "stored", 200, message, row["counted"])
+        else:
+            results[index] = _result(index, "duplicate", 200, DUPLICATE)
+    if touched:
+        queries.touch_clients(conn, client_ids=sorted(touched))
+    return {clients[cid]["user_id"] for cid in touched}
+
+
+def _row(index, report):
+    """A report as one element of ingest-reports' JSON array."""
+    system = report["system"]
+    ts = report.get("timestamp")
+    return {
+        "ord": index, "client_id": report["client_id"].hex(), "ts": ts.isoformat() if ts else None,
+        "cpu": system["cpu_usage"], "mem": system["memory_usage"], "disk": system["disk_usage"],
+        "rx": system["network_rx"], "tx": system["network_tx"],
+        "memsize": report.get("device_memsize"), "tflops": report.get("total_tflops"),
+        "devices": [{"device_index": d["index"], "name": d["name"], "temp": d["temp"], "usage": d["usage"],
+                     "mem_usage": d["mem_usage"], "power_usage": d["power_usage"]} for d in report["devices"]],
+    }
