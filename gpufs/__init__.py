@@ -6,6 +6,7 @@ from flask_cors import CORS
 
 from . import config as config_module
 from . import errors
+from .auth import KeyCache, authenticate
 from .cache import Cache
 from .db import Pool, close_db
 
@@ -20,6 +21,7 @@ class State:
         self.prefix = prefix
         self.pool = Pool(config)
         self.cache = Cache(config)
+        self.auth_cache = KeyCache(int(config["AUTH_CACHE_SECONDS"]))
 
 
 def init_app(app, url_prefix=None, config=None):
@@ -41,10 +43,14 @@ def init_app(app, url_prefix=None, config=None):
     errors.register(app, prefix or "/")
     app.cli.add_command(gpufs_cli)
 
+    public = {prefix + "/openapi.json", prefix + "/docs"}
+
     @app.before_request
-    def _limit_body():
+    def _guard():
         if request.path.startswith(prefix + "/"):
             request.max_content_length = int(settings["MAX_BODY_BYTES"])
+            if request.path not in public:
+                authenticate()
 
     origins = settings["CORS_ORIGINS"] or ("*" if settings["AUTH_MODE"] == "none" else "")
     if origins:
@@ -63,6 +69,7 @@ def create_app(test_config=None):
     logging.basicConfig(level=settings["LOG_LEVEL"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     state = init_app(app, config=settings)
 
+    _warn_if_exposed(settings)
     if settings["MIGRATE_ON_START"]:
         from .migrate import migrate
         try:
@@ -71,3 +78,11 @@ def create_app(test_config=None):
             log.error("migrations not applied, database unreachable: %s", str(err).strip())
     del state
     return app
+
+
+def _warn_if_exposed(settings):
+    host = settings["GPUFS_BIND"].rsplit(":", 1)[0].strip("[]")
+    if settings["AUTH_MODE"] == "none" and host not in ("127.0.0.1", "localhost", "::1") \
+            and not host.startswith("127.") and not host.startswith("unix"):
+        log.warning("!!! AUTH_MODE=none while bound to %s: anyone who can reach this port can read and change "
+                    "every user's fleet. Set AUTH_MODE=token or bind to 127.0.0.1 behind nginx. !!!", host)

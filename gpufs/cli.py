@@ -13,3 +13,11 @@ def migrate_command():
     cfg = current_app.extensions["gpufs"].config
     applied = migrate(cfg["DATABASE_URL"], int(cfg["DB_CONNECT_TIMEOUT"]))
     click.echo("applied: " + (", ".join(applied) if applied else "nothing, schema is current"))
+
+
+def _register_subgroups():
+    from .tokens_cli import token_cli
+    gpufs_cli.add_command(token_cli)
+
+
+_register_subgroups()

@@ -3,19 +3,26 @@ import orjson
 from flask import request
 from werkzeug.exceptions import UnsupportedMediaType
 
+from ..auth import authorize_user
 from ..db import state
 from ..envelope import dumps, respond
 from ..errors import Invalid
 
 
 def load_args(schema):
-    """Validate the query string; a repeated parameter counts by its first value."""
-    return schema.load(request.args.to_dict())
+    """Validate the query string (a repeated parameter counts by its first value) and check the caller
+    may act for its user_id."""
+    data = schema.load(request.args.to_dict())
+    authorize_user(data.get("user_id"))
+    return data
 
 
 def load_json(schema):
-    """Validate a JSON object body; non-JSON is 415, unparsable JSON or a non-object is 400."""
-    return schema.load(json_object())
+    """Validate a JSON object body (non-JSON is 415, unparsable JSON or a non-object is 400) and check
+    the caller may act for its user_id."""
+    data = schema.load(json_object())
+    authorize_user(data.get("user_id"))
+    return data
 
 
 def json_object():

@@ -2,6 +2,7 @@
 from flask import Blueprint
 
 from .. import schemas
+from ..auth import require_admin
 from ..db import all_rows, get_db, one_row, queries, state
 from ..envelope import respond
 from . import cached_response, load_args, load_json
@@ -17,6 +18,7 @@ list_out = schemas.ModelItem(many=True)
 
 @bp.post("/insert")
 def insert():
+    require_admin()
     data = load_json(insert_in)
     params = {key: data.get(key) for key in OPTIONAL}
     with get_db():

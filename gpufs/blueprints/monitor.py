@@ -1,4 +1,6 @@
 """Fleet monitoring under /api/user: client_stat, client_monitor and client_health."""
+import uuid
+
 from flask import Response, stream_with_context
 
 from .. import schemas
@@ -63,7 +65,8 @@ def client_health():
 def _stream_health(params):
     """Every matching heartbeat as one envelope, fetched and written in chunks: memory stays flat."""
     head, tail = envelope_bytes(True, b"[]", OK_MESSAGE).split(b"[]", 1)
-    with get_db().cursor("client_health_stream") as cur:
+    # A server-side cursor: rows arrive STREAM_CHUNK at a time instead of all at once.
+    with get_db().cursor(f"client_health_{uuid.uuid4().hex}") as cur:
         cur.itersize = STREAM_CHUNK
         cur.execute(queries.client_health.sql, params)
         yield head + b"["
