@@ -34,13 +34,21 @@ class Base(Schema):
 # ---- field types -------------------------------------------------------------------------
 
 class Text(fields.String):
-    """A JSON string (numbers are not coerced) with a length range."""
+    """A JSON string (numbers are not coerced) with a length range; no NUL characters, which
+    PostgreSQL text cannot hold."""
 
     def __init__(self, min_len=None, max_len=None, **kwargs):
-        kwargs.setdefault("error_messages", _messages(invalid="must be a string"))
+        kwargs.setdefault("error_messages", _messages(invalid="must be a string",
+                                                      nul="must not contain NUL characters"))
         if min_len is not None or max_len is not None:
             kwargs.setdefault("validate", _length(min_len, max_len))
         super().__init__(**kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if "\x00" in text:
+            raise self.make_error("nul")
+        return text
 
 
 def _length(lo, hi):
