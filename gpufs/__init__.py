@@ -5,8 +5,9 @@ from flask import Flask, request
 from flask_cors import CORS
 
 from . import config as config_module
-from . import errors
+from . import errors, logs
 from .auth import KeyCache, authenticate
+from .blueprints import ops
 from .cache import Cache
 from .db import Pool, close_db
 
@@ -26,6 +27,7 @@ class State:
 
 def init_app(app, url_prefix=None, config=None):
     """Register the API blueprints under `url_prefix` (default "/api") on any Flask app."""
+    from . import openapi
     from .blueprints import client, models, monitor, user  # noqa: F401 (monitor adds views to user)
     from .cli import gpufs_cli
 
@@ -39,6 +41,7 @@ def init_app(app, url_prefix=None, config=None):
     app.register_blueprint(user.bp, url_prefix=prefix + "/user")
     app.register_blueprint(models.bp, url_prefix=prefix + "/models")
     app.register_blueprint(client.bp, url_prefix=prefix + "/client")
+    app.register_blueprint(openapi.bp, url_prefix=prefix)
     app.teardown_appcontext(close_db)
     errors.register(app, prefix or "/")
     app.cli.add_command(gpufs_cli)
@@ -49,7 +52,7 @@ def init_app(app, url_prefix=None, config=None):
     def _guard():
         if request.path.startswith(prefix + "/"):
             request.max_content_length = int(settings["MAX_BODY_BYTES"])
-            if request.path not in public:
+            if request.path not in public and not request.path.startswith(prefix + "/docs/"):
                 authenticate()
 
     origins = settings["CORS_ORIGINS"] or ("*" if settings["AUTH_MODE"] == "none" else "")
@@ -66,8 +69,10 @@ def create_app(test_config=None):
     settings = config_module.from_env()
     settings.update(test_config or {})
     app.config.update(settings)
-    logging.basicConfig(level=settings["LOG_LEVEL"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(settings)
     state = init_app(app, config=settings)
+    app.register_blueprint(ops.bp)  # /healthz, /readyz, /metrics: the standalone server's, not a host's
+    logs.install(app)
 
     _warn_if_exposed(settings)
     if settings["MIGRATE_ON_START"]:

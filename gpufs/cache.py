@@ -23,6 +23,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from . import metrics
+
 log = logging.getLogger("gpufs.cache")
 
 # One round trip for a read: look up the scope's version, then the value stored under it.
@@ -67,6 +69,7 @@ class Cache:
 
     def _failed(self, err):
         now = time.monotonic()
+        metrics.CACHE_ERRORS.inc()
         with self._lock:
             self.stats["error"] += 1
             self._down_until = now + self.backoff
@@ -94,6 +97,7 @@ class Cache:
                 version, value = self._script(keys=[_version_key(scope)], args=[key + ":"])
                 if value is not None and _looks_like_json(value):
                     self.stats["hit"] += 1
+                    metrics.CACHE_HITS.inc()
                     return value, True
             except (redis.RedisError, OSError, ValueError, TypeError) as err:
                 self._failed(err)
@@ -101,6 +105,7 @@ class Cache:
         else:
             version = None
         self.stats["miss"] += 1
+        metrics.CACHE_MISSES.inc()
         body = produce()
         if version is not None:
             try:

@@ -1,0 +1,114 @@
+"""Logging for the standalone server: text or JSON lines, and one line per request with its id.
+
+The request id comes from X-Request-ID when it is sane (printable ASCII, at most 128
+characters: no newline can forge a log line or a header), else it is generated; it is echoed
+in the response and attached to every log line written while the request runs, so the
+nginx access log, our log and the client's report can be joined on it.
+"""
+import json
+import logging
+import re
+import sys
+import time
+import uuid
+from datetime import datetime, timezone
+
+from flask import g, has_request_context, request
+
+from . import metrics
+from .envelope import isoz
+
+request_log = logging.getLogger("gpufs.request")
+SANE_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")  # visible ASCII: no space, no control character
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def request_id_from(header):
+    """The caller's X-Request-ID when it is safe to log and echo, else a fresh one."""
+    if header and SANE_REQUEST_ID.fullmatch(header) and '"' not in header and "\\" not in header:
+        return header
+    return uuid.uuid4().hex
+
+
+def printable(text):
+    """`text` with control characters escaped, so a decoded %0a in a path cannot split a log line."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def _current_request_id():
+    return g.get("gpufs_request_id") if has_request_context() else None
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self):
+        super().__init__("%(asctime)s %(levelname)s %(name)s%(rid)s: %(message)s")
+
+    def formatMessage(self, record):  # the traceback, appended after this, keeps its line breaks
+        rid = getattr(record, "request_id", None) or _current_request_id()
+        record.rid = f" [{rid}]" if rid else ""
+        return printable(super().formatMessage(record))
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; request lines carry method, path, status and duration as fields."""
+
+    FIELDS = ("request_id", "method", "path", "status", "duration_ms", "endpoint")
+
+    def format(self, record):
+        out = {"time": isoz(datetime.fromtimestamp(record.created, timezone.utc)), "level": record.levelname,
+               "logger": record.name, "message": record.getMessage()}
+        for field in self.FIELDS:
+            value = getattr(record, field, None)
+            if value is not None:
+                out[field] = value
+        if "request_id" not in out and (rid := _current_request_id()):
+            out["request_id"] = rid
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False)
+
+
+def configure(settings):
+    """Send every log record to stderr in LOG_FORMAT (text or json) at LOG_LEVEL; idempotent."""
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if getattr(h, "gpufs", False)]:
+        root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.gpufs = True
+    handler.setFormatter(JsonFormatter() if settings["LOG_FORMAT"] == "json" else TextFormatter())
+    root.addHandler(handler)
+    root.setLevel(settings["LOG_LEVEL"])
+
+
+def install(app):
+    """Request ids, the per-request log line and the request metrics, for the standalone app."""
+    pool = app.extensions["gpufs"].pool
+
+    @app.before_request
+    def _start():
+        g.gpufs_started = time.perf_counter()
+        g.gpufs_request_id = request_id_from(request.headers.get("X-Request-ID"))
+        metrics.observe_pool(pool)
+
+    @app.after_request
+    def _finish(response):
+        started = g.get("gpufs_started", time.perf_counter())
+        rid = g.get("gpufs_request_id") or request_id_from(None)
+        response.headers["X-Request-ID"] = rid
+        query = request.query_string.decode("latin-1")
+        line = {"request_id": rid, "method": request.method,
+                "path": request.path + ("?" + query if query else ""),
+                "endpoint": request.url_rule.rule if request.url_rule else metrics.UNMATCHED}
+        metrics.observe_pool(pool)
+
+        # Logged when the last byte is sent, so a streamed answer is timed whole.
+        def done():
+            seconds = time.perf_counter() - started
+            status = response.status_code
+            metrics.observe_request(line["endpoint"], line["method"], status, seconds)
+            metrics.observe_pool(pool)
+            request_log.info("%s %s %s %.1fms", line["method"], printable(line["path"]), status, seconds * 1000,
+                             extra={**line, "status": status, "duration_ms": round(seconds * 1000, 3)})
+
+        response.call_on_close(done)
+        return response
