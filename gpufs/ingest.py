@@ -89,7 +89,7 @@ def _write(conn, accepted, clients, settings, results):
     """Write the accepted reports; fill their results and return the owners of stored ones."""
     client_ids = sorted({report["client_id"] for _, report in accepted})
     list(queries.lock_clients(conn, client_ids=client_ids))
-    payload = orjson.dumps([_row(index, report) for index, report in accepted]).decode()
+    payload = [orjson.dumps(_row(index, report)).decode() for index, report in accepted]
     rows = list(queries.ingest_reports(conn, reports=payload, interval=int(settings["HEARTBEAT_INTERVAL_SECONDS"]),
                                        retention_days=int(settings["HEARTBEAT_RETENTION_DAYS"])))
     by_index = dict(accepted)

@@ -19,7 +19,9 @@ select pg_advisory_xact_lock(7354, k.key)
          order by 1) as k;
 
 -- name: ingest-reports(reports, interval, retention_days)
--- Write accepted reports (a JSON array, see gpufs/ingest.py) in one statement and return
+-- Write accepted reports (an array of JSON documents, see gpufs/ingest.py; an array
+-- rather than one JSON array because the planner then knows how many rows come, and
+-- picks hash joins for a large batch) in one statement and return
 -- one row per report: ord, stored (false: duplicate of a stored client_id + timestamp)
 -- and counted (it claimed its bucket). Reports without a timestamp take the server time.
 -- A report is counted when it is the first stored report in its bucket (bucket width of
@@ -30,7 +32,8 @@ with input as (
     select r.ord, decode(r.client_id, 'hex') as client_id, coalesce(r.ts, now()) as ts,
            r.cpu, r.mem, r.disk, r.rx, r.tx, r.memsize, r.tflops, coalesce(r.devices, '[]') as devices,
            row_number() over (partition by r.client_id, coalesce(r.ts, now()) order by r.ord) = 1 as first_of_ts
-      from jsonb_to_recordset(:reports::jsonb)
+      from unnest(:reports::jsonb[]) as u(doc)
+     cross join lateral jsonb_to_record(u.doc)
            as r(ord integer, client_id text, ts timestamptz, cpu numeric, mem numeric, disk numeric,
                 rx bigint, tx bigint, memsize bigint, tflops numeric, devices jsonb)
 ), inserted as (
@@ -65,14 +68,15 @@ with input as (
      order by client_id, bucket_start
         on conflict do nothing
     returning client_id, bucket_start
+), claims as (
+    -- Membership tests in the select list are hashed subplans, never a nested loop over CTE scans.
+    select ord, (client_id, bucket_start) in (select client_id, bucket_start from claimed) as won
+      from claimants
 ), scored as (
-    select b.*, k.ord is not null as counted,
+    select b.*, b.ord in (select ord from claims where won) as counted,
            b.ts >= coalesce(a.created_at at time zone 'UTC', '-infinity') as since_created
       from bucketed b
       join gpu_assets a on a.client_id = b.client_id
-      left join (select k.ord
-                   from claimants k
-                   join claimed using (client_id, bucket_start)) as k on k.ord = b.ord
 ), client_days as (
     insert into client_daily_stats as d (date, client_id, total_heartbeats, health_heartbeats,
                                          avg_cpu_usage, avg_memory_usage, avg_disk_usage,
@@ -157,9 +161,9 @@ with input as (
      where s.reported_at is null or s.reported_at < excluded.reported_at
     returning client_id
 ), replaced as (
-    select l.client_id, l.devices
-      from latest l
-      join snapshot using (client_id)
+    select client_id, devices
+      from latest
+     where client_id in (select client_id from snapshot)
 ), gpus_gone as (
     -- The snapshot's GPUs are the new report's: one that disappeared from it goes.
     delete from device_info d
