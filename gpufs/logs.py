@@ -35,6 +35,16 @@ def printable(text):
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
+def client_address():
+    """The caller's address: nginx's last X-Forwarded-For hop when nginx (on loopback) sent the
+    request, else the peer itself. A header from anyone else is not believed."""
+    peer = request.remote_addr or "-"
+    forwarded = request.headers.get("X-Forwarded-For")
+    if forwarded and peer in ("127.0.0.1", "::1"):
+        return printable(forwarded.rsplit(",", 1)[-1].strip())[:64] or peer
+    return peer
+
+
 def _current_request_id():
     return g.get("gpufs_request_id") if has_request_context() else None
 
@@ -52,7 +62,7 @@ class TextFormatter(logging.Formatter):
 class JsonFormatter(logging.Formatter):
     """One JSON object per line; request lines carry method, path, status and duration as fields."""
 
-    FIELDS = ("request_id", "method", "path", "status", "duration_ms", "endpoint")
+    FIELDS = ("request_id", "method", "path", "status", "duration_ms", "endpoint", "client")
 
     def format(self, record):
         out = {"time": isoz(datetime.fromtimestamp(record.created, timezone.utc)), "level": record.levelname,
@@ -68,12 +78,24 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False)
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is when a record is emitted, not when the app was made."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value):
+        pass
+
+
 def configure(settings):
     """Send every log record to stderr in LOG_FORMAT (text or json) at LOG_LEVEL; idempotent."""
     root = logging.getLogger()
     for handler in [h for h in root.handlers if getattr(h, "gpufs", False)]:
         root.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.gpufs = True
     handler.setFormatter(JsonFormatter() if settings["LOG_FORMAT"] == "json" else TextFormatter())
     root.addHandler(handler)
@@ -83,6 +105,7 @@ def configure(settings):
 def install(app):
     """Request ids, the per-request log line and the request metrics, for the standalone app."""
     pool = app.extensions["gpufs"].pool
+    metrics.observe_pool(pool)  # each gunicorn worker publishes its pool size as it boots
 
     @app.before_request
     def _start():
@@ -98,7 +121,8 @@ def install(app):
         query = request.query_string.decode("latin-1")
         line = {"request_id": rid, "method": request.method,
                 "path": request.path + ("?" + query if query else ""),
-                "endpoint": request.url_rule.rule if request.url_rule else metrics.UNMATCHED}
+                "endpoint": request.url_rule.rule if request.url_rule else metrics.UNMATCHED,
+                "client": client_address()}
         metrics.observe_pool(pool)
 
         # Logged when the last byte is sent, so a streamed answer is timed whole.
@@ -107,7 +131,8 @@ def install(app):
             status = response.status_code
             metrics.observe_request(line["endpoint"], line["method"], status, seconds)
             metrics.observe_pool(pool)
-            request_log.info("%s %s %s %.1fms", line["method"], printable(line["path"]), status, seconds * 1000,
+            request_log.info("%s %s %s %.1fms %s", line["method"], printable(line["path"]), status,
+                             seconds * 1000, line["client"],
                              extra={**line, "status": status, "duration_ms": round(seconds * 1000, 3)})
 
         response.call_on_close(done)
