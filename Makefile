@@ -25,9 +25,9 @@ test: venv
 lint: venv
 	$(VENV)/bin/ruff check .
 
-# TODO(owner of the simulator): fill in the simulate arguments.
+# A week of a 20-machine fleet for user_id=demo (README); add --follow to keep it reporting live.
 demo: venv
-	$(DEVENV) && $(VENV)/bin/flask --app app gpufs simulate
+	$(DEVENV) && $(VENV)/bin/flask --app app gpufs simulate --clients 20 --days 7 --user demo
 
 # TODO(owner of bench/): fill in the benchmark arguments.
 bench: venv

@@ -21,3 +21,55 @@ def _register_subgroups():
 
 
 _register_subgroups()
+
+
+@gpufs_cli.command("simulate")
+@click.option("--clients", default=10, show_default=True, type=click.IntRange(1, 10_000),
+              help="Machines to register.")
+@click.option("--days", default=7, show_default=True, type=click.IntRange(1, 365),
+              help="Days of history to report, ending now.")
+@click.option("--user", default="demo", show_default=True, help="user_id that owns the machines (1-32 characters).")
+@click.option("--seed", default=1, show_default=True, type=int, help="Random seed: the same seed, the same fleet.")
+@click.option("--follow", is_flag=True, help="Then keep reporting in real time until interrupted (Ctrl-C).")
+def simulate_command(clients, days, user, seed, follow):
+    """Register a fleet and feed it days of plausible heartbeats through the ingestion path."""
+    import time
+
+    from . import fleet
+    state = current_app.extensions["gpufs"]
+    if not 1 <= len(user) <= 32:
+        raise click.BadParameter("must be 1-32 characters", param_hint="--user")
+    if days > int(state.config["HEARTBEAT_RETENTION_DAYS"]):
+        raise click.BadParameter("must not exceed HEARTBEAT_RETENTION_DAYS: older reports are not counted",
+                                 param_hint="--days")
+    sim = fleet.Simulation(state.config, clients, days, user, seed)
+    began = time.monotonic()
+    with state.pool.connection() as conn:
+        try:
+            sim.register(conn)
+        except fleet.SimulationError as err:
+            raise click.ClickException(str(err)) from err
+        with click.progressbar(length=sim.slots, label="reporting") as bar:
+            counts = sim.history(conn, progress=bar.update)
+        click.echo(f"{clients} clients of user {user!r}: {counts['stored']} reports stored, "
+                   f"{counts['duplicates']} duplicates, in {time.monotonic() - began:.1f} s")
+        if follow:
+            click.echo(f"reporting live every {sim.interval} s; Ctrl-C to stop")
+            try:
+                sim.live(conn)
+            except KeyboardInterrupt:
+                click.echo("stopped")
+
+
+@gpufs_cli.command("prune")
+@click.option("--older-than", "older_than", type=click.IntRange(1), default=None,
+              help="Age in days [default: HEARTBEAT_RETENTION_DAYS].")
+def prune_command(older_than):
+    """Delete raw heartbeats older than the retention period, in bounded batches; daily rollups stay."""
+    from . import fleet
+    state = current_app.extensions["gpufs"]
+    retention = int(state.config["HEARTBEAT_RETENTION_DAYS"])
+    with state.pool.connection() as conn:
+        done = fleet.prune(conn, older_than or retention, retention)
+    click.echo(f"pruned {done['heartbeats']} heartbeats and {done['buckets']} bucket claims "
+               f"older than {done['cutoff']:%Y-%m-%dT%H:%M:%SZ}")
