@@ -75,7 +75,7 @@ class JsonFormatter(logging.Formatter):
             out["request_id"] = rid
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
-        return json.dumps(out, ensure_ascii=False)
+        return json.dumps(out, ensure_ascii=False, default=str)
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -107,11 +107,14 @@ def install(app):
     pool = app.extensions["gpufs"].pool
     metrics.observe_pool(pool)  # each gunicorn worker publishes its pool size as it boots
 
-    @app.before_request
     def _start():
         g.gpufs_started = time.perf_counter()
         g.gpufs_request_id = request_id_from(request.headers.get("X-Request-ID"))
         metrics.observe_pool(pool)
+
+    # First of all before_request functions: a request refused by an earlier one (401 from the
+    # token check) is still timed, and still logged under the caller's request id.
+    app.before_request_funcs.setdefault(None, []).insert(0, _start)
 
     @app.after_request
     def _finish(response):

@@ -226,6 +226,12 @@ def test_missing_or_unsafe_request_id_is_replaced(quick, given):
     assert re.fullmatch(r"[0-9a-f]{32}", echoed)
 
 
+def test_request_refused_by_token_auth_keeps_its_request_id(app_config):
+    c = create_app({**app_config, "AUTH_MODE": "token"}).test_client()
+    resp = get(c, "/api/models/get", headers={"X-Request-ID": "no-key-1"})
+    assert resp.status_code == 401 and resp.headers["X-Request-ID"] == "no-key-1"
+
+
 def test_request_id_with_control_characters_is_replaced():
     assert logs.request_id_from("ok\r\nX-Injected: 1") != "ok\r\nX-Injected: 1"
     assert re.fullmatch(r"[0-9a-f]{32}", logs.request_id_from("a\x00b"))
