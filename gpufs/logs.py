@@ -139,4 +139,7 @@ def install(app):
                              extra={**line, "status": status, "duration_ms": round(seconds * 1000, 3)})
 
         response.call_on_close(done)
+        # A passed-through file (the docs page's assets) would be handed to the server without
+        # the response's close hooks: send it through werkzeug's closing iterator instead.
+        response.direct_passthrough = False
         return response

@@ -34,7 +34,6 @@ class Op:
 
 EMPTY_LIST = {"type": "array", "maxItems": 0, "items": {}}
 NULL = {"nullable": True, "enum": [None], "description": "always null"}
-CLIENT_LIST = "Filters combine; client_list matches the registered status, client_status_list the live one."
 
 OPERATIONS = {
     "gpufs_user.insert_client": Op("Register a client, or update the caller's own (upsert by client_id)",
@@ -68,6 +67,12 @@ UNENVELOPED = {
     "gpufs_openapi.docs_asset": ("Scripts and styles of the Swagger UI page", "application/octet-stream",
                                  {"type": "string", "format": "binary"}),
 }
+TAGS = {  # in the order the page shows them
+    "user": "Client registry and fleet monitoring (the published API)",
+    "models": "Model catalogue (the published API)",
+    "client": "Heartbeat ingestion from the GPU machines",
+    "docs": "This documentation",
+}
 ERRORS = {
     "400": "Invalid input: `message` names each field and what was expected, joined by `; `",
     "404": "No such client for this user, or no such route",
@@ -87,6 +92,8 @@ def build(app, prefix):
                    info={"description": "GPU fleet status: clients, heartbeats, monitoring and models. "
                                         "Every response under the prefix is the envelope "
                                         "{success, data, message, timestamp}."})
+    for name, text in TAGS.items():
+        spec.tag({"name": name, "description": text})
     spec.components.schema("ErrorEnvelope", _error_envelope())
     for code, text in ERRORS.items():
         spec.components.response(f"Error{code}", {"description": text, "content": {

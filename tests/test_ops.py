@@ -261,6 +261,13 @@ def test_json_log_lines_carry_the_request_fields(quick, caplog):
     assert isinstance(line["duration_ms"], float)
 
 
+def test_files_sent_whole_are_logged_too(quick, caplog):
+    caplog.set_level(logging.INFO, logger="gpufs.request")
+    assert get(quick, "/api/docs/swagger-ui.css").status_code == 200
+    assert [(r.path, r.status) for r in caplog.records if r.name == "gpufs.request"] == \
+        [("/api/docs/swagger-ui.css", 200)]
+
+
 def test_client_address_is_nginx_last_hop_only_when_nginx_sent_it(quick, caplog):
     caplog.set_level(logging.INFO, logger="gpufs.request")
     get(quick, "/healthz", headers={"X-Forwarded-For": "198.51.100.1, 203.0.113.9"})
