@@ -24,6 +24,10 @@ loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 # X-Forwarded-Proto from nginx on the same host decides https in generated URLs.
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 proc_name = "gpufs"
+# gunicorn's control socket (for `gunicornc`) defaults to one path per user, shared by every
+# gunicorn that user runs: off unless a path is given. systemd and signals manage this one.
+control_socket = os.environ.get("GUNICORN_CONTROL_SOCKET", "")
+control_socket_disable = not control_socket
 
 # Prometheus multi-process mode: each worker writes its samples under this directory and the
 # worker answering /metrics merges them. It must be set before a worker imports the app.

@@ -301,6 +301,7 @@ def test_gunicorn_settings_come_from_the_environment(monkeypatch, tmp_path):
     assert (conf["bind"], conf["workers"], conf["threads"], conf["worker_class"]) == \
         ("127.0.0.1:18081", 2, 4, "gthread")
     assert conf["accesslog"] is None and conf["graceful_timeout"] > 0
+    assert conf["control_socket_disable"] is True  # one gunicorn must not take over another's socket
     monkeypatch.setenv("GPUFS_BIND", "0.0.0.0:9000")
     monkeypatch.setenv("GUNICORN_WORKERS", "3")
     monkeypatch.setenv("GUNICORN_THREADS", "8")
