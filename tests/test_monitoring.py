@@ -339,3 +339,12 @@ def test_list_stat_and_detail_never_scan_the_heartbeat_table(client, db):
             cur.execute("explain (format json) " + sql, params)
             plan = cur.fetchone()[0][0]["Plan"]
             assert "heartbeat" not in _seq_scans(plan), name
+
+
+def test_day_configured_with_a_zero_bucket_width_takes_the_default(client, db):
+    cid = register(client)
+    backdate(db, cid, timedelta(days=2))
+    rows(db, "insert into heartbeat_config_daily (date, heartbeat_interval_secs) values (%s, 0)", YESTERDAY.date())
+    send_batch(client, every_bucket(cid, YESTERDAY, 360, step=240))
+    assert get(client, "client_stat")["data"]["uptime_rate"] == 50
+    assert get(client, "client_list")["data"]["devices"][0]["health"] >= 0
