@@ -37,7 +37,8 @@ def db(urls):
     conn = psycopg2.connect(urls["DATABASE_URL"], options="-c TimeZone=UTC")
     conn.autocommit = True
     with conn.cursor() as cur:
-        cur.execute("truncate " + ", ".join(TABLES) + " restart identity")  # fixed names, no input
+        # DELETE beats TRUNCATE on tables this small: no new files, no exclusive locks to wait for.
+        cur.execute("".join(f"delete from {table};" for table in TABLES))  # fixed names, no input
     redis.Redis.from_url(urls["REDIS_URL"]).flushdb()
     yield conn
     conn.close()
