@@ -4,6 +4,7 @@ import orjson
 from marshmallow import ValidationError
 
 from . import metrics, schemas
+from .auth import may_report_for
 from .db import queries, state
 from .errors import Forbidden, NotFound, validation_message
 
@@ -14,6 +15,7 @@ INVALID_CLIENT = "client_id: client is marked invalid; its reports are not accep
 COUNTED = "stored and counted"
 NOT_COUNTED = "stored; not counted: its bucket already has a report"
 DUPLICATE = "duplicate: this client_id and timestamp is already stored"
+NOT_YOURS = "client_id: this key may only report for its own user's clients"
 
 
 def _result(index, status, code, message, counted=False):
@@ -50,6 +52,8 @@ def ingest(conn, reports, rejected=None, *, settings=None):
                 results[index] = _result(index, "rejected", 404, NO_SUCH_CLIENT)
             elif client["valid_status"] == "invalid":
                 results[index] = _result(index, "rejected", 403, INVALID_CLIENT)
+            elif not may_report_for(client["user_id"]):
+                results[index] = _result(index, "rejected", 403, NOT_YOURS)
             else:
                 accepted.append((index, report))
         if accepted:

@@ -8,7 +8,6 @@ from flask.cli import AppGroup
 from .auth import ADMIN_LEVEL, hash_key, new_key
 from .db import queries
 
-
 token_cli = AppGroup("token", help="Manage API keys (the tokens table).")
 
 

@@ -129,3 +129,20 @@ def test_token_mode_has_no_wildcard_cors(token_app):
 def test_exposed_bind_without_auth_warns(app_config, caplog):
     create_app({**app_config, "GPUFS_BIND": "0.0.0.0:18081"})
     assert any("AUTH_MODE=none" in r.getMessage() for r in caplog.records)
+
+
+def test_heartbeats_need_a_key_of_the_clients_owner_or_an_admin(token_app, keys, db):
+    client = token_app.test_client()
+    call(client, keys["own"], *USER_CALLS[0])
+    report = {"client_id": CID, "system": {"cpu_usage": 1, "memory_usage": 2, "disk_usage": 3,
+                                           "network_rx": 0, "network_tx": 0}}
+    denied = assert_envelope(call(client, keys["other"], "POST", "/api/client/heartbeat", report), 403)
+    assert denied["message"].startswith("client_id:")
+    batch = assert_envelope(call(client, keys["other"], "POST", "/api/client/heartbeats", {"reports": [report]}), 200)
+    assert batch["data"]["results"][0]["code"] == 403
+    with db.cursor() as cur:
+        cur.execute("select count(*) from heartbeat")
+        assert cur.fetchone()[0] == 0
+    assert call(client, keys["own"], "POST", "/api/client/heartbeat", report).status_code == 200
+    report["timestamp"] = "2026-01-01T00:00:00Z"
+    assert call(client, keys["admin"], "POST", "/api/client/heartbeat", report).status_code == 200
