@@ -132,6 +132,8 @@ def _operation(rule, method, token_auth):
               "responses": {"200": {"description": summary, "content": {media: {"schema": schema}}}}}
         op["parameters"] = [{"in": "path", "name": arg, "required": True, "schema": {"type": "string"}}
                             for arg in sorted(rule.arguments)]
+        if rule.arguments:  # an asset name that does not exist
+            op["responses"]["404"] = {"$ref": "#/components/responses/Error404"}
         return op
     doc = OPERATIONS.get(rule.endpoint) or Op("(not described)", data={})
     op = {"summary": doc.summary, "operationId": f"{tag}_{rule.endpoint.split('.')[-1]}", "tags": [tag],
