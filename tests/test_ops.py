@@ -374,14 +374,14 @@ def _wait_healthy(proc, port, log_path):
 
 # ---- docs --------------------------------------------------------------------------------------
 
-def test_operations_doc_lists_every_setting_with_its_default():
+def test_readme_lists_every_setting_with_its_default():
     from gpufs.config import DEFAULTS
     rows = {}
-    for line in (ROOT / "docs" / "operations.md").read_text().splitlines():
+    for line in (ROOT / "README.md").read_text().splitlines():
         if m := re.match(r"\| `([A-Z_]+)` \| ([^|]+) \|", line):
             rows[m.group(1)] = m.group(2)
     for key, default in DEFAULTS.items():
-        assert key in rows, f"docs/operations.md: {key} missing from the configuration table"
+        assert key in rows, f"README.md: {key} missing from the configuration table"
         text = "true" if default is True else "false" if default is False else str(default)
         if text:
             assert f"`{text}`" in rows[key] or key == "DATABASE_URL" and text in rows[key], (key, rows[key])
