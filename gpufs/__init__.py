@@ -24,6 +24,11 @@ class State:
         self.cache = Cache(config)
         self.auth_cache = KeyCache(int(config["AUTH_CACHE_SECONDS"]))
 
+    def close(self):
+        """Close database and Redis connections (both reopen lazily if used again)."""
+        self.pool.reset()
+        self.cache.close()
+
 
 def init_app(app, url_prefix=None, config=None):
     """Register the API blueprints under `url_prefix` (default "/api") on any Flask app."""

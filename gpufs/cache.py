@@ -134,6 +134,12 @@ class Cache:
                 self._pending.update(scopes)
             self._failed(err)
 
+    def close(self):
+        """Drop the Redis connections (the client is rebuilt on next use)."""
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
     def ping(self):
         if not self.enabled:
             return "disabled"

@@ -195,7 +195,7 @@ def test_database_stopped_mid_test_answers_503_then_recovers(db, urls, app_confi
     proxy.start()
     assert assert_envelope(c.get("/api/user/client_list?user_id=12"), 200)["data"]["total"] == 1
     proxy.stop()
-    app.extensions["gpufs"].pool.reset()
+    app.extensions["gpufs"].close()
 
 
 def test_database_that_never_answers_gives_503_within_connect_timeout(app_config):

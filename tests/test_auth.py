@@ -15,7 +15,7 @@ MODEL = {"name": "m", "version": "1", "version_code": 1, "engine_type": 0}
 def token_app(app_config, db):
     app = create_app({**app_config, "AUTH_MODE": "token", "AUTH_CACHE_SECONDS": 30})
     yield app
-    app.extensions["gpufs"].pool.reset()
+    app.extensions["gpufs"].close()
 
 
 def create_key(app, *args):
@@ -102,7 +102,7 @@ def test_revocation_takes_effect_within_the_key_cache_time(app_config, db):
     assert call(client, key, "GET", "/api/user/client_list?user_id=12").status_code == 200
     app.test_cli_runner().invoke(args=["gpufs", "token", "revoke", str(token_id)])
     assert call(client, key, "GET", "/api/user/client_list?user_id=12").status_code == 401
-    app.extensions["gpufs"].pool.reset()
+    app.extensions["gpufs"].close()
 
 
 def test_keys_are_stored_only_as_hashes(token_app, keys, db):

@@ -112,7 +112,7 @@ def test_no_redis_configured_serves_from_database(app_config, db):
     register(c)
     assert get(c, READS[0])["total"] == 1
     assert stats(app)["error"] == 0
-    app.extensions["gpufs"].pool.reset()
+    app.extensions["gpufs"].close()
 
 
 def _redis_binary():
@@ -179,7 +179,7 @@ def test_redis_killed_mid_test_every_endpoint_still_answers_then_hits_return(app
     hits = stats(app)["hit"]
     assert get(c, READS[0])["devices"][0]["client_name"] == "renamed"
     assert stats(app)["hit"] == hits + 1
-    app.extensions["gpufs"].pool.reset()
+    app.extensions["gpufs"].close()
 
 
 def test_redis_restarted_with_stale_values_does_not_serve_them_after_an_outage_write(app_config, db, own_redis):
@@ -195,4 +195,4 @@ def test_redis_restarted_with_stale_values_does_not_serve_them_after_an_outage_w
     c.post("/api/user/edit_client_info", json={"user_id": "12", "client_id": cid, "name": "after"})
     cache._down_until = 0
     assert get(c, READS[0])["devices"][0]["client_name"] == "after"
-    app.extensions["gpufs"].pool.reset()
+    app.extensions["gpufs"].close()

@@ -69,7 +69,7 @@ def test_existing_upstream_database_is_adopted_with_its_data(fresh_db, urls):
     data = assert_envelope(app.test_client().get("/api/user/client_list?user_id=12"), 200)["data"]
     assert data["devices"][0]["client_name"] == "legacy box"
     assert data["devices"][0]["uptime_days"] == 1
-    app.extensions["gpufs"].pool.reset()
+    app.extensions["gpufs"].close()
 
 
 def test_flask_cli_migrate(fresh_db):

@@ -28,7 +28,7 @@ def quick(app_config):
     only read their own rows or none, and skipping the truncation keeps the module fast."""
     app = create_app(app_config)
     yield app.test_client()
-    app.extensions["gpufs"].pool.reset()
+    app.extensions["gpufs"].close()
 
 
 def get(client, path, **kwargs):
@@ -77,13 +77,13 @@ def test_readyz_with_redis_down_is_still_ready(db, app_config):
     app = create_app({**app_config, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
     body = assert_envelope(get(app.test_client(), "/readyz"), 200)
     assert body["data"] == {"database": "ok", "redis": "down"}
-    app.extensions["gpufs"].pool.reset()
+    app.extensions["gpufs"].close()
 
 
 def test_readyz_without_redis_reports_it_disabled(db, app_config):
     app = create_app({**app_config, "REDIS_URL": ""})
     assert assert_envelope(get(app.test_client(), "/readyz"), 200)["data"]["redis"] == "disabled"
-    app.extensions["gpufs"].pool.reset()
+    app.extensions["gpufs"].close()
 
 
 def test_readyz_with_database_silent_is_503_within_connect_timeout(app_config):
@@ -172,7 +172,7 @@ def test_metrics_count_cache_errors_when_redis_is_down(db, app_config):
     assert get(c, "/api/models/get").status_code == 200
     after = scrape(c)
     assert sample(after, "gpufs_cache_errors_total") > sample(before, "gpufs_cache_errors_total")
-    app.extensions["gpufs"].pool.reset()
+    app.extensions["gpufs"].close()
 
 
 def test_metrics_count_heartbeats_by_outcome(quick):
