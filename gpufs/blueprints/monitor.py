@@ -1,5 +1,6 @@
 """Fleet monitoring under /api/user: client_stat, client_monitor and client_health."""
 import uuid
+from datetime import timedelta
 
 from flask import Response, stream_with_context
 
@@ -46,7 +47,6 @@ def client_monitor():
 
 
 def _last_day(exclusive_end):
-    from datetime import timedelta
     return (exclusive_end - timedelta(microseconds=1)).date()
 
 
