@@ -50,6 +50,7 @@ class Pool:
                 if self._pool is None or self._pid != os.getpid():
                     self._pool = pgpool.ThreadedConnectionPool(
                         0, int(self.config["DB_POOL_MAX"]), **self._connect_kwargs())
+                    self._pool.minconn = self._pool.maxconn  # else putconn closes every connection beyond minconn
                     self._pid = os.getpid()
         return self._pool
 
