@@ -62,7 +62,9 @@ USER_CALLS = [
     ("GET", "/api/user/client_health?user_id=12", None),
 ]
 ALL_CALLS = USER_CALLS + [("GET", "/api/models/get", None), ("POST", "/api/models/insert", MODEL),
-                          ("POST", "/api/client/heartbeat", {"client_id": CID})]
+                          ("POST", "/api/client/heartbeat", {"client_id": CID}),
+                          ("POST", "/api/client/heartbeats", {"reports": [{"client_id": CID}]}),
+                          ("GET", "/api/user/nowhere", None)]
 
 
 @pytest.mark.parametrize("method, path, body", ALL_CALLS)

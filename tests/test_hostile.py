@@ -82,3 +82,17 @@ def test_huge_query_values_are_400(client):
     assert_envelope(client.get("/api/user/client_health?user_id=1&limit=10001"), 400)
     assert_envelope(client.get("/api/user/client_health?user_id=1&limit=0"), 400)
     assert_envelope(client.get("/api/user/client_list?user_id=1&name=" + "n" * 256), 400)
+
+
+@pytest.mark.parametrize("text", NASTY)
+def test_nasty_gpu_names_are_stored_verbatim(client, text):
+    cid = new_client_id()
+    client.post("/api/user/insert_client", json={"user_id": "1", "client_id": cid, "client_status": "online",
+                                                  "name": "n"})
+    report = {"client_id": cid, "system": {"cpu_usage": 1, "memory_usage": 1, "disk_usage": 1, "network_rx": 0,
+                                           "network_tx": 0},
+              "devices": [{"index": 0, "name": text, "temp": 50, "usage": 1, "mem_usage": 1, "power_usage": 1}]}
+    assert_envelope(client.post("/api/client/heartbeat", json=report), 200)
+    detail = assert_envelope(client.get("/api/user/client_device_detail",
+                                        query_string={"user_id": "1", "client_id": cid}), 200)["data"]
+    assert detail["device_info"][0]["name"] == text
