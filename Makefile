@@ -29,9 +29,11 @@ lint: venv
 demo: venv
 	$(DEVENV) && $(VENV)/bin/flask --app app gpufs simulate --clients 20 --days 7 --user demo
 
-# TODO(owner of bench/): fill in the benchmark arguments.
+# The performance benchmark (bench/README.md): its own database gpufs_bench and Redis db 9 on the
+# servers above, Debian's wrk as load; under 10 minutes on two cores. BENCH_ARGS="--help" lists options.
+BENCH_ARGS ?=
 bench: venv
-	$(DEVENV) && $(VENV)/bin/python -m bench
+	$(DEVENV) && $(VENV)/bin/python -m bench $(BENCH_ARGS)
 
 stop:
 	-test -x $(VENV)/bin/python && $(VENV)/bin/python -m gpufs.devenv stop

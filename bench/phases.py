@@ -1,0 +1,267 @@
+"""The seven figures of issue 8, each measured against a server started for it (see bench/README.md)."""
+import hashlib
+import time
+import urllib.request
+
+import redis
+
+from gpufs import config
+from gpufs.db import queries
+
+from . import VALUE_KEY, dataset, direct, load
+from .server import Server, peak_rss_kb
+
+READS = ("client_list", "client_stat", "client_device_detail", "models/get")
+HISTORY_READS = ("client_list", "client_stat", "client_device_detail")
+
+
+class Bench:
+    """What every phase needs: where the data is, how long to measure, where results go."""
+
+    def __init__(self, args, dsn, redis_url, layout, workdir, results, say):
+        self.args, self.dsn, self.redis_url, self.layout = args, dsn, redis_url, layout
+        self.workdir, self.results, self.say = workdir, results, say
+        self.settings = config.from_env()
+
+    def server(self, name, **env):
+        # Token auth off (the load carries no keys); a metrics directory of the server's own.
+        base = {"DATABASE_URL": self.dsn, "REDIS_URL": self.redis_url, "AUTH_MODE": "none",
+                "PROMETHEUS_MULTIPROC_DIR": None}
+        return Server(name, {**base, **env}, self.workdir)
+
+    def wrk(self, srv):
+        return load.Wrk(srv.base, self.args.warmup, self.args.seconds, self.workdir, srv.cpu_seconds)
+
+    def path(self, endpoint, user=None):
+        user = user or self.layout.main
+        first = hashlib.md5(f"{user}:1".encode()).hexdigest()  # dataset.sql's id of the user's client 1
+        return {"client_list": f"/api/user/client_list?user_id={user}",
+                "client_stat": f"/api/user/client_stat?user_id={user}",
+                "client_device_detail": f"/api/user/client_device_detail?user_id={user}&client_id={first}",
+                "models/get": "/api/models/get",
+                "client_health": f"/api/user/client_health?user_id={user}"}[endpoint]
+
+    def statements(self, endpoint):
+        """The SQL the endpoint runs on a cache miss, with the same parameters."""
+        s, user = self.settings, self.layout.main
+        window, interval = s["ONLINE_WINDOW_SECONDS"], s["HEARTBEAT_INTERVAL_SECONDS"]
+        first = hashlib.md5(f"{user}:1".encode()).digest()
+        return {
+            "client_list": [(queries.client_list.sql, {
+                "user_id": user, "client_id": None, "status": None, "name": None, "valid_status": None,
+                "live": False, "window_seconds": window, "interval": interval})],
+            "client_stat": [(queries.client_stat.sql, {
+                "user_id": user, "window_seconds": window, "interval": interval,
+                "temp_warning": s["TEMP_WARNING_C"]})],
+            "client_device_detail": [
+                (queries.client_detail.sql, {"user_id": user, "client_id": first, "interval": interval}),
+                (queries.client_devices.sql, {"client_id": first})],
+            "models/get": [(queries.models_list.sql, {"is_active": None, "min_gpu_memory_gb": None})],
+        }[endpoint]
+
+
+def cached(b):
+    """Figures 1 and 2, then 6 (ingestion), on one production-like server with its cache."""
+    with b.server("cached") as srv:
+        w = b.wrk(srv)
+        if b.args.figures & {1, 2}:
+            floors_and_cached_reads(b, srv, w)
+        if 6 in b.args.figures:
+            ingestion(b, w)
+
+
+def floors_and_cached_reads(b, srv, w):
+    res, conns, rounds = b.results, b.args.connections, b.args.rounds
+    # R serves a value as large as the biggest cached read: client_list's data.
+    value = srv.get(b.path("client_list")).split(b'"data":', 1)[1].rsplit(b',"message":', 1)[0]
+    redis.Redis.from_url(b.redis_url).set(VALUE_KEY, value, ex=3600)
+    b.say(f"1-2. floors and cached reads, {rounds} rounds")
+    paths = {"F": "/healthz", "R": "/bench/redis-value", **{name: b.path(name) for name in READS}}
+    for name in READS:
+        srv.get(paths[name])  # fill the cache
+    before = _metric_totals(srv)
+    runs = w.rounds(list(paths.values()), conns, rounds)
+    after = _metric_totals(srv)
+    runs = {name: res.run(f"{name} c={conns}", runs[path]) for name, path in paths.items()}
+    hits, misses = (after[k] - before[k] for k in ("gpufs_cache_hits_total", "gpufs_cache_misses_total"))
+    res.meta["cache_hit_share"] = round(hits / max(1, hits + misses), 4)
+    f, r = load.total_rate(runs["F"]), load.total_rate(runs["R"])
+    res.add(1, "F: GET /healthz", f, "req/s", note=_cpu_note(runs["F"]))
+    res.add(1, "R: bench-only Redis value", r, "req/s", load.median_ratio(runs["R"], runs["F"]), "F",
+            note=_cpu_note(runs["R"]))
+    for name in READS:
+        res.add(2, f"{name}, cached", load.total_rate(runs[name]), "req/s",
+                load.median_ratio(runs[name], runs["R"]), "R", 0.85, note=_cpu_note(runs[name]))
+
+
+def _cpu_note(runs):
+    return f"worker CPU {load.server_cpu_ms(runs):.2f} ms/req"
+
+
+def _metric_totals(srv):
+    """Counters and histogram sums of the server's /metrics, summed over labels: {name: value}."""
+    totals = {}
+    for line in srv.get("/metrics").decode().splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            totals[name.split("{", 1)[0]] = totals.get(name.split("{", 1)[0], 0.0) + float(value)
+            totals[name] = float(value)
+    return totals
+
+
+def ingestion(b, w):
+    """Figure 6: reports/s through the batch endpoint vs the single-report endpoint, same connections."""
+    lo, res = b.layout, b.results
+    b.say("6. ingestion")
+    threads = lo.ingest_threads
+    client_sets = [[hashlib.md5(f"{lo.ingest_user(t)}:{n}".encode()).hexdigest()
+                    for n in range(1, lo.ingest_clients + 1)] for t in range(threads)]
+    day = 86400
+    end = int(lo.end.timestamp())
+    rates = {}
+    for name, batch, start in (("single", 1, end - 88 * day), ("batch", b.args.batch, end - 58 * day)):
+        before = _ingested(b)
+        # A batch takes a good part of a second: a longer interval, so the requests still in flight when wrk
+        # stops (not counted) are few against those completed.
+        run = w.measure("/", threads, threads, prelude=load.reports_prelude(client_sets, batch, dataset.INTERVAL),
+                        script=load.reports_script(), args=(start, start + 2 * day),
+                        seconds=b.args.ingest_seconds)
+        res.run(f"ingest {name}", run)
+        stored = _ingested(b) - before
+        rates[name] = run.rate * batch
+        # Cross-check: with every connection always waiting on one request, rate = connections / latency.
+        res.meta[f"ingest_{name}_littles_law"] = round(threads * batch / (run.mean_ms / 1000), 1) \
+            if run.requests else None
+        if run.non_2xx or run.errors or stored < run.requests * batch:
+            res.meta[f"ingest_{name}_problem"] = f"{run.non_2xx} non-2xx, {run.errors} errors, {stored} stored"
+    b.say("   COPY write limit")
+    copy_rows, all_rates = direct.copy_limit(b.dsn, b.args.copy_reports, 3)
+    limit = copy_rows / direct.ROWS_PER_REPORT
+    res.meta["copy_rows_per_s"] = [round(x) for x in all_rates]
+    res.add(6, "single-report endpoint", rates["single"], "reports/s",
+            note=f"{threads} connections")
+    res.add(6, f"batch endpoint, {b.args.batch} reports of 8 GPUs", rates["batch"], "reports/s",
+            _ratio(rates["batch"], rates["single"]), "single", 5, note=f"{threads} connections")
+    res.add(6, f"COPY write limit: {copy_rows:,.0f} rows/s ÷ {direct.ROWS_PER_REPORT} rows/report", limit,
+            "reports/s")
+    res.add(6, "batch endpoint vs the COPY write limit", rates["batch"], "reports/s", _ratio(rates["batch"], limit),
+            "COPY", 0.25)
+
+
+def _ratio(a, b):
+    return a / b if b else None
+
+
+def _ingested(b):
+    conn = dataset.connect(b.dsn)
+    try:
+        return dataset.queries.count_heartbeats(conn, users=f"{b.layout.run}-in-%")
+    finally:
+        conn.close()
+
+
+def streaming(b):
+    """Figure 7: client_health over the main user's raw heartbeats, one worker, its peak RSS before/after."""
+    b.say("7. streaming client_health")
+    with b.server("stream", GUNICORN_WORKERS="1") as srv:
+        (pid,) = srv.workers()
+        srv.get(b.path("client_health") + "&limit=100")
+        srv.get(b.path("client_list"))
+        before = peak_rss_kb(pid)
+        rows, seconds, size = _stream(srv.base + b.path("client_health"))
+        after = peak_rss_kb(pid)
+    growth = (after - before) / 1024
+    conn = dataset.connect(b.dsn)
+    try:
+        stored = dataset.queries.count_heartbeats(conn, users=b.layout.main)
+    finally:
+        conn.close()
+    if rows != stored:
+        b.results.meta["stream_problem"] = f"{rows} rows streamed, {stored} stored"
+    b.results.meta["stream"] = {"rows": rows, "seconds": round(seconds, 2), "bytes": size,
+                                "vm_hwm_kb_before": before, "vm_hwm_kb_after": after}
+    b.results.add(7, f"client_health, {rows:,} rows streamed", rows / seconds, "rows/s")
+    b.results.add(7, "worker peak RSS growth (VmHWM)", growth, "MB", growth / 64, "64 MB", 1.0,
+                  higher_is_better=False, note=f"{before / 1024:.0f} → {after / 1024:.0f} MB")
+
+
+def _stream(url):
+    marker = b'{"client_id"'
+    rows, size, tail = 0, 0, b""
+    began = time.monotonic()
+    with urllib.request.urlopen(url, timeout=600) as resp:
+        while chunk := resp.read(1 << 20):
+            size += len(chunk)
+            data = tail + chunk
+            rows += data.count(marker)
+            tail = data[-(len(marker) - 1):]
+    return rows, time.monotonic() - began, size
+
+
+def uncached(b):
+    """Figures 3, 5 and 4 on a second server with REDIS_URL empty, one connection at a time."""
+    with b.server("uncached", REDIS_URL="") as srv:
+        w = b.wrk(srv)
+        base = uncached_reads(b, srv, w) if b.args.figures & {3, 4} else {}
+        if 5 in b.args.figures:
+            fleet_growth(b, w)
+        if 4 in b.args.figures:
+            history(b, w, base)
+
+
+def uncached_reads(b, srv, w):
+    """Figure 3; returns the runs, figure 4's base."""
+    res, rounds = b.results, b.args.rounds
+    b.say("3. uncached reads vs their SQL in a psycopg2 loop")
+    paths = {"F": "/healthz", **{name: b.path(name) for name in READS}}
+    before = _metric_totals(srv)
+    runs = w.rounds(list(paths.values()), 1, rounds)
+    after = _metric_totals(srv)
+    base = {name: res.run(f"uncached {name} c=1", runs[path]) for name, path in paths.items()}
+    if 3 not in b.args.figures:
+        return base
+    res.add(3, "GET /healthz, 1 connection", load.best_ms(base["F"]), "ms/req", note="HTTP + Flask floor")
+    for name in READS:
+        sql = min(direct.sql_loop(b.dsn, b.statements(name), b.args.seconds) for _ in range(rounds)) * 1000
+        server = load.best_ms(base[name])
+        res.add(3, f"{name}, uncached", server, "ms/req", server / sql, f"SQL {sql:.2f} ms", 2,
+                higher_is_better=False, note=f"in-app {_in_app_ms(before, after, name):.2f} ms")
+    return base
+
+
+def fleet_growth(b, w):
+    res = b.results
+    b.say("5. fleet growth")
+    sizes = dataset.FLEET_SIZES
+    fleet = w.rounds([b.path("client_list", b.layout.fleet_user(n)) for n in sizes], 1, b.args.rounds)
+    p50 = {}
+    for size, runs in zip(sizes, fleet.values(), strict=True):
+        res.run(f"fleet {size} c=1", runs)
+        p50[size] = load.best_p50(runs)
+        prev = p50.get(size // 10)
+        res.add(5, f"client_list, {size} clients, uncached p50", p50[size], "ms",
+                p50[size] / prev if prev else None, f"{size // 10} clients" if prev else "",
+                10 if prev else None, higher_is_better=False, note=f"{1000 * p50[size] / size:.0f} µs/client")
+
+
+def history(b, w, base):
+    res = b.results
+    b.say(f"4. history x{b.args.history}: adding raw heartbeats")
+    total, secs = dataset.extend_history(b.dsn, b.layout, b.args.history)
+    res.meta["history"] = {"heartbeats": total, "build_seconds": round(secs, 1)}
+    after = w.rounds([b.path(name) for name in HISTORY_READS], 1, b.args.rounds)
+    for name, runs in zip(HISTORY_READS, after.values(), strict=True):
+        res.run(f"history {name} c=1", runs)
+        then, now = load.best_p50(base[name]), load.best_p50(runs)
+        res.add(4, f"{name} p50, {b.args.history}x raw heartbeats", now, "ms", now / then,
+                f"{then:.2f} ms", 1.25, higher_is_better=False)
+
+
+def _in_app_ms(before, after, endpoint):
+    """Mean time the app itself measured (gpufs_http_request_duration_seconds) for `endpoint`."""
+    rule = "/api/" + ("models/get" if endpoint == "models/get" else f"user/{endpoint}")
+    key = f'{{endpoint="{rule}",method="GET",status="200"}}'
+    name = "gpufs_http_request_duration_seconds"
+    count = after.get(f"{name}_count{key}", 0) - before.get(f"{name}_count{key}", 0)
+    total = after.get(f"{name}_sum{key}", 0) - before.get(f"{name}_sum{key}", 0)
+    return 1000 * total / count if count else float("nan")

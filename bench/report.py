@@ -1,0 +1,62 @@
+"""The benchmark's output: one table (Markdown, so the README can show it as printed) and results.json."""
+import json
+import math
+
+
+class Results:
+    """Figures in the order measured; each may carry a ratio, its target and whether it is met."""
+
+    def __init__(self):
+        self.rows = []
+        self.runs = {}  # raw load-generator runs by name, for results.json
+        self.meta = {}
+
+    def add(self, figure, name, value, unit, ratio=None, ratio_of="", target=None, higher_is_better=True,
+            note=""):
+        met = None
+        if target is not None and ratio is not None:
+            met = ratio >= target if higher_is_better else ratio <= target
+        row = {"figure": figure, "name": name, "value": value, "unit": unit, "ratio": ratio, "ratio_of": ratio_of,
+               "target": target, "target_op": ">=" if higher_is_better else "<=", "met": met, "note": note}
+        self.rows.append(row)
+        return row
+
+    def run(self, name, run):
+        """Keep a load run (or a list of rounds) for results.json; returns it."""
+        self.runs[name] = [r.as_dict() for r in run] if isinstance(run, list) else run.as_dict()
+        return run
+
+    def table(self):
+        lines = ["| # | figure | measured | ratio | target | met |", "|---|---|---:|---:|---|---|"]
+        for r in self.rows:
+            ratio = f"{r['ratio']:.2f} × {r['ratio_of']}" if r["ratio"] is not None else ""
+            target = f"{r['target_op'].replace('>=', '≥').replace('<=', '≤')} {r['target']:g}" \
+                if r["target"] is not None else ""
+            met = {True: "yes", False: "**no**", None: ""}[r["met"]]
+            name = r["name"] + (f" ({r['note']})" if r["note"] else "")
+            lines.append(f"| {r['figure']} | {name} | {_number(r['value'])} {r['unit']} | {ratio} | {target} | {met} |")
+        return "\n".join(lines)
+
+    def header(self):
+        m = self.meta
+        return (f"{m.get('cores')} cores, {m.get('cpu', '?')}; load average {m.get('load_before')} before, "
+                f"{m.get('load_after')} after; gunicorn {m.get('workers')} workers x {m.get('threads')} threads "
+                f"(gthread); {m.get('postgres', '?')}; Redis {m.get('redis', '?')}; "
+                f"wrk {m.get('connections')} connections (1 for latencies), {m.get('warmup')} s warm-up, "
+                f"{m.get('rounds')} rounds of {m.get('seconds')} s per path")
+
+    def write(self, path):
+        data = {"meta": self.meta, "figures": self.rows, "runs": self.runs}
+        path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _number(value):
+    if isinstance(value, str):
+        return value
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
