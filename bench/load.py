@@ -63,6 +63,13 @@ def median_ratio(runs, base_runs):
     return ratios[len(ratios) // 2] if ratios else None
 
 
+def median_bracketed_ratio(runs, before, after):
+    """The median over rounds of run rate ÷ the mean rate of the base runs just before and after it."""
+    ratios = sorted(2 * r.rate / (b.rate + a.rate) for r, b, a in zip(runs, before, after, strict=True)
+                    if b.rate + a.rate)
+    return ratios[len(ratios) // 2] if ratios else None
+
+
 def require_wrk():
     if shutil.which("wrk") is None:
         raise SystemExit("bench: wrk not found; install Debian's load generator: sudo apt-get install -y wrk")
@@ -87,15 +94,16 @@ class Wrk:
     def rounds(self, paths, connections, rounds):
         """Warm every path up, then `rounds` rounds of one measured run per path in turn, so that a change
         in the machine's load (other work on shared cores) falls on all paths alike. {path: [Run]}."""
+        runs = self.sequence([path for _ in range(rounds) for path in paths], connections)
+        return {path: runs[i::len(paths)] for i, path in enumerate(paths)}
+
+    def sequence(self, paths, connections):
+        """Warm each distinct path up, then one measured run per entry of `paths`, in order: [Run]."""
         lua = self._script(self.summary)
         if self.warmup:
-            for path in paths:
+            for path in dict.fromkeys(paths):
                 self._run(path, connections, 1, lua, self.warmup, None)
-        runs = {path: [] for path in paths}
-        for _ in range(rounds):
-            for path in paths:
-                runs[path].append(self._run(path, connections, 1, lua, self.seconds, None))
-        return runs
+        return [self._run(path, connections, 1, lua, self.seconds, None) for path in paths]
 
     def _script(self, text):
         with tempfile.NamedTemporaryFile("w", suffix=".lua", dir=self.workdir, delete=False) as f:
