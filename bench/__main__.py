@@ -57,11 +57,11 @@ def parse_args(argv):
 
 def with_db(url, db):
     """`url` pointing at Redis db number `db` (redis://host:port/N or unix://path?db=N)."""
-    parts = urlsplit(url)
-    if parts.scheme == "unix":
-        query = [(k, v) for k, v in parse_qsl(parts.query) if k != "db"] + [("db", str(db))]
-        return urlunsplit(parts._replace(query=urlencode(query)))
-    return urlunsplit(parts._replace(path=f"/{db}"))
+    if url.startswith("unix:"):  # rebuilt by hand: urlunsplit would drop the empty host of unix:///path
+        path, _, query = url.partition("?")
+        params = [(k, v) for k, v in parse_qsl(query) if k != "db"] + [("db", str(db))]
+        return f"{path}?{urlencode(params)}"
+    return urlunsplit(urlsplit(url)._replace(path=f"/{db}"))
 
 
 def main(argv=None):
