@@ -13,7 +13,7 @@ OPTIONAL = ("is_active", "min_memory_mb", "min_gpu_memory_gb", "download_url", "
 
 insert_in = schemas.InsertModel()
 list_in = schemas.ModelsQuery()
-list_out = schemas.ModelItem(many=True)
+list_out = schemas.Shape(schemas.ModelItem(many=True))
 
 
 @bp.post("/insert")

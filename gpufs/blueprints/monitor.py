@@ -6,16 +6,16 @@ from flask import Response, stream_with_context
 
 from .. import schemas
 from ..db import all_rows, get_db, one_row, queries
-from ..envelope import OK_MESSAGE, dumps, envelope_bytes, isoz
+from ..envelope import OK_MESSAGE, dumps, envelope_bytes
 from . import cached_response, cfg, load_args, user_scope
 from .user import bp
 
 stat_in = schemas.UserQuery()
 monitor_in = schemas.MonitorQuery()
 health_in = schemas.HealthQuery()
-stat_out = schemas.ClientStat()
-monitor_out = schemas.MonitorRow(many=True)
-health_out = schemas.HealthRow(many=True)
+stat_out = schemas.Shape(schemas.ClientStat())
+monitor_out = schemas.Shape(schemas.MonitorRow(many=True))
+health_out = schemas.Shape(schemas.HealthRow(many=True))
 STREAM_CHUNK = 2000
 
 
@@ -72,14 +72,8 @@ def _stream_health(params):
         yield head + b"["
         first = True
         while rows := cur.fetchmany(STREAM_CHUNK):
-            chunk = b",".join(dumps(_health_row(r)) for r in rows)
+            chunk = b",".join(dumps(health_out.one(r)) for r in rows)
             yield chunk if first else b"," + chunk
             first = False
     yield b"]" + tail
 
-
-def _health_row(row):
-    # The streamed path shapes rows like schemas.HealthRow without marshmallow's per-field cost.
-    return {"client_id": bytes(row["client_id"]).hex(), "client_name": row["client_name"],
-            "timestamp": isoz(row["timestamp"]), "cpu_usage": row["cpu_usage"], "mem_usage": row["mem_usage"],
-            "disk_usage": row["disk_usage"], "network_up": row["network_up"], "network_down": row["network_down"]}

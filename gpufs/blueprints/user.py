@@ -14,8 +14,8 @@ insert_in = schemas.InsertClient()
 edit_in = schemas.EditClient()
 list_in = schemas.ClientListQuery()
 detail_in = schemas.ClientDetailQuery()
-list_out = schemas.ClientList()
-detail_out = schemas.ClientDetail()
+list_out = schemas.Shape(schemas.ClientList())
+detail_out = schemas.Shape(schemas.ClientDetail())
 
 
 @bp.post("/insert_client")

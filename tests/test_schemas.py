@@ -1,0 +1,48 @@
+"""schemas.Shape, the compiled dump the read views use, agrees with marshmallow's dump on real rows."""
+import pytest
+
+from gpufs import schemas
+from gpufs.db import all_rows, one_row, queries
+
+from .conftest import register
+
+
+@pytest.fixture
+def rows(app, client, db):
+    cid = register(client)
+    register(client, name="idle box")
+    report = {"client_id": cid, "system": {"cpu_usage": 45.5, "memory_usage": 60, "disk_usage": 30,
+                                           "network_rx": 1000, "network_tx": 2000},
+              "device_memsize": 24576, "total_tflops": 83,
+              "devices": [{"index": i, "name": f"GPU {i}", "temp": 70 + i, "usage": 50, "mem_usage": 40,
+                           "power_usage": 300} for i in range(2)]}
+    assert client.post("/api/client/heartbeat", json=report).status_code == 200
+    client.post("/api/models/insert", json={"name": "m", "version": "1", "version_code": 1, "engine_type": 0,
+                                            "min_gpu_memory_gb": None, "checksum": "a" * 64})
+    with app.app_context():
+        common = {"user_id": "12", "window_seconds": 120, "interval": 120}
+        listed = all_rows(queries.client_list, client_id=None, status=None, name=None, valid_status=None,
+                          live=True, **common)
+        yield {
+            "list": (schemas.ClientList(), {"total": len(listed), "devices": listed}),
+            "detail": (schemas.ClientDetail(), {
+                "system_info": one_row(queries.client_detail, user_id="12", client_id=bytes.fromhex(cid),
+                                       interval=120),
+                "device_info": all_rows(queries.client_devices, client_id=bytes.fromhex(cid))}),
+            "stat": (schemas.ClientStat(), one_row(queries.client_stat, temp_warning=85, **common)),
+            "monitor": (schemas.MonitorRow(many=True), all_rows(queries.client_monitor, user_id="12",
+                                                                client_id=None, date_from=None, date_to=None)),
+            "health": (schemas.HealthRow(many=True), all_rows(queries.client_health, user_id="12", client_id=None,
+                                                              time_from=None, time_to=None, before=None,
+                                                              limit=None)),
+            "models": (schemas.ModelItem(many=True), all_rows(queries.models_list, is_active=None,
+                                                              min_gpu_memory_gb=None)),
+        }
+
+
+@pytest.mark.parametrize("view", ["list", "detail", "stat", "monitor", "health", "models"])
+def test_shape_dumps_exactly_what_the_schema_dumps(rows, view):
+    schema, data = rows[view]
+    expected = schema.dump(data)
+    assert expected  # real rows, not an empty list
+    assert schemas.Shape(schema).dump(data) == expected
