@@ -32,6 +32,6 @@ def insert():
 @bp.get("/get")
 def get():
     args = load_args(list_in)
-    return cached_response(MODELS_SCOPE, "models_get", args,
+    return cached_response(MODELS_SCOPE, "models_get", dict(args),
                            lambda: list_out.dump(all_rows(queries.models_list, is_active=args.get("is_active"),
                                                           min_gpu_memory_gb=args.get("min_gpu_memory_gb"))))
