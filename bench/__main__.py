@@ -20,6 +20,7 @@ from . import dataset, load, phases
 from .report import Results
 
 BENCH_DB = "gpufs_bench"
+LOCK_KEY = 7_354_260_800  # any constant: "a benchmark is running in this database"
 
 
 def parse_args(argv):
@@ -73,6 +74,14 @@ def main(argv=None):
     began = time.monotonic()
     say = _printer(began)
     dsn = ensure_database(settings["DATABASE_URL"], BENCH_DB)
+    lock = _exclusive(dsn, say)
+    try:
+        _run(args, argv, dsn, settings, began, say)
+    finally:
+        lock.close()
+
+
+def _run(args, argv, dsn, settings, began, say):
     redis_url = with_db(settings["REDIS_URL"], args.redis_db)
     workdir = tempfile.mkdtemp(prefix="gpufs-bench-")
     results = Results()
@@ -99,6 +108,19 @@ def main(argv=None):
     print(results.table())
     results.write(args.output)
     say(f"written to {args.output}")
+
+
+def _exclusive(dsn, say):
+    """Hold a session advisory lock in gpufs_bench for the whole run: a second benchmark against the same
+    server would empty the tables under this one (it did: answers turned 404, rows went missing)."""
+    conn = psycopg2.connect(dsn)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("select pg_try_advisory_lock(%(key)s)", {"key": LOCK_KEY})
+        if not cur.fetchone()[0]:
+            say(f"another benchmark is using {BENCH_DB} on this server; waiting for it to finish")
+            cur.execute("select pg_advisory_lock(%(key)s)", {"key": LOCK_KEY})
+    return conn
 
 
 def _printer(began):

@@ -10,6 +10,7 @@ class Results:
         self.rows = []
         self.runs = {}  # raw load-generator runs by name, for results.json
         self.meta = {}
+        self.problems = []  # anything that makes a figure untrustworthy: error answers, rows missing
 
     def add(self, figure, name, value, unit, ratio=None, ratio_of="", target=None, higher_is_better=True,
             note=""):
@@ -22,9 +23,16 @@ class Results:
         return row
 
     def run(self, name, run):
-        """Keep a load run (or a list of rounds) for results.json; returns it."""
-        self.runs[name] = [r.as_dict() for r in run] if isinstance(run, list) else run.as_dict()
+        """Keep a load run (or a list of rounds) for results.json; returns it. Error answers are problems."""
+        runs = run if isinstance(run, list) else [run]
+        self.runs[name] = [r.as_dict() for r in runs] if isinstance(run, list) else run.as_dict()
+        bad, errors = sum(r.non_2xx for r in runs), sum(r.errors for r in runs)
+        if bad or errors:
+            self.problem(f"{name}: {bad} answers not 2xx, {errors} socket errors or timeouts")
         return run
+
+    def problem(self, text):
+        self.problems.append(text)
 
     def table(self):
         lines = ["| # | figure | measured | ratio | target | met |", "|---|---|---:|---:|---|---|"]
@@ -35,6 +43,9 @@ class Results:
             met = {True: "yes", False: "**no**", None: ""}[r["met"]]
             name = r["name"] + (f" ({r['note']})" if r["note"] else "")
             lines.append(f"| {r['figure']} | {name} | {_number(r['value'])} {r['unit']} | {ratio} | {target} | {met} |")
+        if self.problems:
+            lines += ["", "**Problems — the figures they touch are not to be trusted:**"]
+            lines += [f"- {text}" for text in self.problems]
         return "\n".join(lines)
 
     def header(self):
@@ -46,7 +57,7 @@ class Results:
                 f"{m.get('rounds')} rounds of {m.get('seconds')} s per path")
 
     def write(self, path):
-        data = {"meta": self.meta, "figures": self.rows, "runs": self.runs}
+        data = {"meta": self.meta, "problems": self.problems, "figures": self.rows, "runs": self.runs}
         path.write_text(json.dumps(data, indent=2, default=str) + "\n")
 
 
