@@ -3,7 +3,10 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
+from .tokens_cli import token_cli
+
 gpufs_cli = AppGroup("gpufs", help="gpuf-s server administration.")
+gpufs_cli.add_command(token_cli)
 
 
 @gpufs_cli.command("migrate")
@@ -13,14 +16,6 @@ def migrate_command():
     cfg = current_app.extensions["gpufs"].config
     applied = migrate(cfg["DATABASE_URL"], int(cfg["DB_CONNECT_TIMEOUT"]))
     click.echo("applied: " + (", ".join(applied) if applied else "nothing, schema is current"))
-
-
-def _register_subgroups():
-    from .tokens_cli import token_cli
-    gpufs_cli.add_command(token_cli)
-
-
-_register_subgroups()
 
 
 @gpufs_cli.command("simulate")

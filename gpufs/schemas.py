@@ -5,6 +5,8 @@ from datetime import datetime, time, timedelta, timezone
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate, validates_schema
 
+from .envelope import isoz
+
 CLIENT_STATUSES = ("active", "online", "offline", "maintenance", "error")
 VALID_STATUSES = ("valid", "invalid")
 HEX32 = re.compile(r"^[0-9a-fA-F]{32}$")
@@ -73,8 +75,12 @@ class ClientId(fields.String):
             raise self.make_error("invalid")
         return bytes.fromhex(value)
 
-    def _serialize(self, value, attr, obj, **kwargs):
+    @staticmethod
+    def to_json(value):
         return None if value is None else bytes(value).hex()
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        return self.to_json(value)
 
 
 class Enum(fields.String):
@@ -192,8 +198,9 @@ class Instant(fields.Field):
         except (ValueError, TypeError, OverflowError) as err:  # overflow: year 1 or 9999 shifted by an offset
             raise self.make_error("invalid") from err
 
+    to_json = staticmethod(isoz)
+
     def _serialize(self, value, attr, obj, **kwargs):
-        from .envelope import isoz
         return isoz(value)
 
 
@@ -216,15 +223,20 @@ class DayOrInstant(fields.Field):
 
 
 class Day(fields.Date):
-    def _serialize(self, value, attr, obj, **kwargs):
+    @staticmethod
+    def to_json(value):
         return None if value is None else value.isoformat()
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        return self.to_json(value)
 
 
 class Time(fields.Field):
     """Output: a time in the one format (UTC, microseconds, Z), null when absent."""
 
+    to_json = staticmethod(isoz)
+
     def _serialize(self, value, attr, obj, **kwargs):
-        from .envelope import isoz
         return isoz(value)
 
 
@@ -543,13 +555,8 @@ def _keep_none(conv):
 
 
 def _converter(field):
-    from .envelope import isoz
-    if isinstance(field, ClientId):
-        return _keep_none(lambda value: bytes(value).hex())
-    if isinstance(field, (Time, Instant)):
-        return isoz
-    if isinstance(field, Day):
-        return _keep_none(lambda value: value.isoformat())
+    if hasattr(field, "to_json"):  # our own output formats: ids, times, days
+        return field.to_json
     if isinstance(field, fields.Nested):
         inner = Shape(field.schema)
         return _keep_none(inner.dump)
