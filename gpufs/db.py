@@ -7,7 +7,7 @@ from pathlib import Path
 
 import aiosql
 import psycopg2
-import psycopg2.extras
+import psycopg2.extensions
 from flask import current_app, g
 from psycopg2 import pool as pgpool
 
@@ -19,6 +19,41 @@ queries = aiosql.from_path(SQL_DIR, "psycopg2")
 
 # Errors that mean "the database is not there", as opposed to a bug in a query.
 DOWN_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError)
+
+
+class Connection(psycopg2.extensions.connection):
+    """Autocommit: a read is one round trip, not BEGIN, the query and a ROLLBACK. A write
+    runs in `with conn:`, which in psycopg2 2.9 still makes it one transaction."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.autocommit = True
+
+
+class Cursor(psycopg2.extensions.cursor):
+    """Rows as plain dicts, each built in one dict(zip()): RealDictCursor sets every column
+    through a Python __setitem__, which cost more than the query on small reads."""
+
+    def _names(self):
+        return [column[0] for column in self.description]
+
+    def fetchone(self):
+        row = super().fetchone()
+        return None if row is None else dict(zip(self._names(), row, strict=True))
+
+    def fetchmany(self, size=None):
+        rows = super().fetchmany(self.arraysize if size is None else size)
+        names = self._names() if rows else ()
+        return [dict(zip(names, row, strict=True)) for row in rows]
+
+    def fetchall(self):
+        rows = super().fetchall()
+        names = self._names() if rows else ()
+        return [dict(zip(names, row, strict=True)) for row in rows]
+
+    def __iter__(self):
+        while rows := self.fetchmany(self.itersize):
+            yield from rows
 
 
 class Pool:
@@ -39,7 +74,8 @@ class Pool:
             "connect_timeout": int(c["DB_CONNECT_TIMEOUT"]),
             "application_name": "gpufs",
             "options": f"-c statement_timeout={int(c['DB_STATEMENT_TIMEOUT_MS'])} -c TimeZone=UTC",
-            "cursor_factory": psycopg2.extras.RealDictCursor,
+            "connection_factory": Connection,
+            "cursor_factory": Cursor,
             # TCP keepalives so a peer that vanished is noticed instead of waited on forever.
             "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 2,
         }
@@ -79,6 +115,7 @@ class Pool:
             try:
                 if conn.status != psycopg2.extensions.STATUS_READY:
                     conn.rollback()
+                conn.autocommit = True  # a server-side cursor's stream turns it off
             except DOWN_ERRORS:
                 broken = True
         pool.putconn(conn, close=broken or bool(conn.closed))

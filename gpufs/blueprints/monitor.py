@@ -65,8 +65,11 @@ def client_health():
 def _stream_health(params):
     """Every matching heartbeat as one envelope, fetched and written in chunks: memory stays flat."""
     head, tail = envelope_bytes(True, b"[]", OK_MESSAGE).split(b"[]", 1)
-    # A server-side cursor: rows arrive STREAM_CHUNK at a time instead of all at once.
-    with get_db().cursor(f"client_health_{uuid.uuid4().hex}") as cur:
+    # A server-side cursor: rows arrive STREAM_CHUNK at a time instead of all at once. It lives in a
+    # transaction, so this connection leaves autocommit (the pool restores it when it is returned).
+    conn = get_db()
+    conn.autocommit = False
+    with conn, conn.cursor(f"client_health_{uuid.uuid4().hex}") as cur:
         cur.itersize = STREAM_CHUNK
         cur.execute(queries.client_health.sql, params)
         yield head + b"["
