@@ -1,15 +1,40 @@
 """WSGI entry point for the benchmark only (`gunicorn -c deploy/gunicorn.conf.py bench.app:app`).
 
-The product app plus one route the product must never have: GET /bench/redis-value answers
-with one stored Redis value as the body, no validation and no envelope. Its rate is R, the
-floor of any cached read: a Flask request plus one Redis round trip.
+The product app plus two things the product must never have: GET /bench/redis-value answers
+with one stored Redis value as the body, no validation and no envelope (its rate is R, the
+floor of any cached read: a Flask request plus one Redis round trip), and a timer around the
+whole WSGI app (figure 3's server-side time).
 """
+import time
+
 from flask import Response
+from prometheus_client import Summary
+from werkzeug.wsgi import ClosingIterator
 
 from bench import VALUE_KEY
 from gpufs import create_app
 
 app = create_app()
+
+SERVER_SECONDS = Summary(
+    "gpufs_bench_server_seconds",
+    "Bench only: from the WSGI call to the response's close, by path: all of the app's work for a "
+    "request (Flask, hooks, logging included) without HTTP parsing and the network.", ["path"])
+
+
+class _Timed:
+    def __init__(self, wsgi):
+        self.wsgi = wsgi
+
+    def __call__(self, environ, start_response):
+        began = time.perf_counter()
+        path = environ.get("PATH_INFO", "")
+        # gunicorn closes the response after writing its last byte: a streamed answer is timed whole.
+        return ClosingIterator(self.wsgi(environ, start_response),
+                               lambda: SERVER_SECONDS.labels(path).observe(time.perf_counter() - began))
+
+
+app.wsgi_app = _Timed(app.wsgi_app)
 
 
 @app.get("/bench/redis-value")
