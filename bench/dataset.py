@@ -153,6 +153,15 @@ def without_indexes(conn, tables):
                 cur.execute(create)
 
 
+def settle(dsn):
+    """vacuum() on a connection of its own."""
+    conn = connect(dsn)
+    try:
+        vacuum(conn)
+    finally:
+        conn.close()
+
+
 def vacuum(conn):
     """Fresh statistics and visibility maps, so no autovacuum or stale plan lands inside a measurement."""
     with conn.cursor() as cur:
