@@ -165,6 +165,12 @@ def settle(dsn):
 def vacuum(conn):
     """Fresh statistics and visibility maps, so no autovacuum or stale plan lands inside a measurement."""
     with conn.cursor() as cur:
+        # The build commits asynchronously. Until those commits reach the WAL, VACUUM can set neither
+        # hint bits nor the visibility map on the pages they wrote, and index-only scans then fetch
+        # every new row from the heap (6,300 fetches per client_list after extend_history). One
+        # synchronous commit flushes them all.
+        cur.execute("set synchronous_commit = on")
+        cur.execute("select txid_current()")
         cur.execute("vacuum analyze")
         try:
             cur.execute("checkpoint")
