@@ -19,7 +19,7 @@ from gpufs.migrate import migrate
 
 ROOT = Path(__file__).resolve().parent.parent
 TABLES = ("gpu_assets", "system_info", "device_info", "heartbeat", "heartbeat_bucket", "client_daily_stats",
-          "device_daily_stats", "heartbeat_config_daily", "client_models", "tokens")
+          "device_daily_stats", "client_uptime_days", "heartbeat_config_daily", "client_models", "tokens")
 
 
 @pytest.fixture(scope="session")

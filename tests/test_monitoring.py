@@ -203,6 +203,32 @@ def test_uptime_days_counts_every_day_on_record(client, db):
     assert get(client, "client_device_detail", client_id=cid)["data"]["system_info"]["uptime_days"] == 3
 
 
+def test_uptime_days_follow_rollups_written_by_any_writer(app, client, db):
+    """The count is kept by triggers on client_daily_stats: rows the upstream server or a
+    backfill by hand writes count too, an upsert of a day on record does not count twice."""
+    cid, other = register(client), register(client, name="other")
+
+    def uptime():
+        forget_cache(app)
+        return {d["client_id"]: d["uptime_days"] for d in get(client, "client_list")["data"]["devices"]}
+
+    upsert = """insert into client_daily_stats (date, client_id, total_heartbeats, last_heartbeat)
+                select current_date - n, %s, 1, now() from unnest(%s::int[]) as n
+                on conflict (client_id, date)
+                do update set total_heartbeats = client_daily_stats.total_heartbeats + 1"""
+    rows(db, upsert, bytes.fromhex(cid), [0, 1, 2])
+    rows(db, upsert, bytes.fromhex(cid), [2, 3])  # day 2 is on record already
+    rows(db, upsert, bytes.fromhex(other), [5])
+    assert uptime() == {cid: 4, other: 1}
+    rows(db, "delete from client_daily_stats where client_id = %s and date < current_date - 1", bytes.fromhex(cid))
+    assert uptime() == {cid: 2, other: 1}
+    rows(db, "delete from client_daily_stats where client_id = %s", bytes.fromhex(other))
+    assert uptime() == {cid: 2, other: 0}
+    assert rows(db, "select count(*) from client_uptime_days where client_id = %s", bytes.fromhex(other)) == [(0,)]
+    rows(db, "truncate client_daily_stats")
+    assert uptime() == {cid: 0, other: 0}
+
+
 # ---- client_monitor -------------------------------------------------------------------------
 
 def test_client_monitor_has_a_row_per_client_and_day(client, db):

@@ -55,7 +55,7 @@ select c.client_id, c.client_name, c.shown_status as client_status, c.valid_stat
        gpufs_health(c.client_id, c.created_at, now(), :interval) as health,
        c.last_seen_at as last_online,
        c.created_at,
-       (select count(*) from client_daily_stats d where d.client_id = c.client_id) as uptime_days
+       coalesce((select u.days from client_uptime_days u where u.client_id = c.client_id), 0) as uptime_days
   from shown c
   left join lateral (select device_name
                        from device_info d
@@ -72,7 +72,7 @@ select gpufs_health(a.client_id, a.created_at at time zone 'UTC', now(), :interv
        coalesce(s.mem_usage, 0) as memory_usage,
        coalesce(s.disk_usage, 0) as storage_usage,
        coalesce(s.device_memsize, 0) as device_memsize,
-       (select count(*) from client_daily_stats d where d.client_id = a.client_id) as uptime_days
+       coalesce((select u.days from client_uptime_days u where u.client_id = a.client_id), 0) as uptime_days
   from gpu_assets a
   left join system_info s on s.client_id = a.client_id
  where a.user_id = :user_id
