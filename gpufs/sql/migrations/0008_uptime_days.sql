@@ -10,11 +10,12 @@ create table if not exists client_uptime_days (
     days      integer not null
 );
 
--- An upsert's new day rows reach `added`; the rows it updates do not.
+-- An upsert's new day rows reach `added`; the rows it updates do not. Clients in id order, as
+-- ingestion locks them, so two writers never wait on each other's rows crosswise.
 create or replace function gpufs_uptime_days_added() returns trigger language plpgsql as $$
 begin
     insert into client_uptime_days as u (client_id, days)
-    select client_id, count(*) from added group by client_id
+    select client_id, count(*) from added group by client_id order by client_id
     on conflict (client_id) do update set days = u.days + excluded.days;
     return null;
 end $$;
