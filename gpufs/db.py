@@ -135,7 +135,8 @@ class Pool:
 
     @contextmanager
     def connection(self):
-        """A connection outside a request (CLI, background work); the caller owns transactions."""
+        """A connection outside a request (CLI, background work). It is in autocommit: the caller
+        wraps writes that belong together in `with conn:`."""
         conn = self.getconn()
         broken = False
         try:
