@@ -154,8 +154,15 @@ def _version_key(scope):
 
 def _value_key(scope, name, args):
     # The scope is hashed with the arguments so that no user_id can forge another key's text.
-    material = orjson.dumps([scope, args], option=orjson.OPT_SORT_KEYS)
+    # `args` are validated arguments as they are: ids (bytes) in hex, dates as ISO text.
+    material = orjson.dumps([scope, args], option=orjson.OPT_SORT_KEYS, default=_key_part)
     return f"gpufs:val:{name}:{hashlib.blake2b(material, digest_size=12).hexdigest()}"
+
+
+def _key_part(value):
+    if isinstance(value, bytes):
+        return value.hex()
+    raise TypeError(f"not a cache key part: {type(value).__name__}")
 
 
 def _looks_like_json(value):

@@ -43,7 +43,7 @@ def client_monitor():
                         date_from=low and low.date(), date_to=high and _last_day(high))
         return monitor_out.dump(rows)
 
-    return cached_response(user_scope(args["user_id"]), "client_monitor", monitor_in.dump(args), produce)
+    return cached_response(user_scope(args["user_id"]), "client_monitor", dict(args), produce)
 
 
 def _last_day(exclusive_end):

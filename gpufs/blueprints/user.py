@@ -55,7 +55,7 @@ def _client_list(live):
         return list_out.dump({"total": len(rows), "devices": rows})
 
     name = "client_status_list" if live else "client_list"
-    return cached_response(user_scope(args["user_id"]), name, list_in.dump(args), produce, live=live)
+    return cached_response(user_scope(args["user_id"]), name, dict(args), produce, live=live)
 
 
 @bp.get("/client_list")
