@@ -71,7 +71,7 @@ def cached(b):
 
 
 def floors_and_cached_reads(b, srv, w):
-    res, conns, rounds = b.results, b.args.connections, b.args.rounds
+    res, conns, rounds = b.results, b.args.connections, b.args.cached_rounds
     # R serves a value as large as the biggest cached read: client_list's data.
     value = srv.get(b.path("client_list")).split(b'"data":', 1)[1].rsplit(b',"message":', 1)[0]
     redis.Redis.from_url(b.redis_url).set(VALUE_KEY, value, ex=3600)

@@ -54,7 +54,7 @@ class Results:
                 f"{m.get('load_after')} after; gunicorn {m.get('workers')} workers x {m.get('threads')} threads "
                 f"(gthread); {m.get('postgres', '?')}; Redis {m.get('redis', '?')}; "
                 f"wrk {m.get('connections')} connections (1 for latencies), {m.get('warmup')} s warm-up, "
-                f"{m.get('rounds')} rounds of {m.get('seconds')} s per path")
+                f"{m.get('rounds')} rounds of {m.get('seconds')} s per path ({m.get('cached_rounds')} for figures 1-2)")
 
     def write(self, path):
         data = {"meta": self.meta, "problems": self.problems, "figures": self.rows, "runs": self.runs}
