@@ -1,8 +1,12 @@
-"""schemas.Shape, the compiled dump the read views use, agrees with marshmallow's dump on real rows."""
+"""schemas.Shape, the compiled dump the read views use, agrees with marshmallow's dump on real rows; the one
+time format."""
+from datetime import datetime, timedelta, timezone
+
 import pytest
 
 from gpufs import schemas
 from gpufs.db import all_rows, one_row, queries
+from gpufs.envelope import isoz
 
 from .conftest import register
 
@@ -46,3 +50,13 @@ def test_shape_dumps_exactly_what_the_schema_dumps(rows, view):
     expected = schema.dump(data)
     assert expected  # real rows, not an empty list
     assert schemas.Shape(schema).dump(data) == expected
+
+
+@pytest.mark.parametrize(("value", "text"), [
+    (datetime(2026, 11, 28, 9, 5, 7), "2026-11-28T09:05:07.000000Z"),  # naive: UTC wall time
+    (datetime(2026, 11, 28, 9, 5, 7, 42, tzinfo=timezone.utc), "2026-11-28T09:05:07.000042Z"),
+    (datetime(2026, 11, 28, 1, 0, tzinfo=timezone(timedelta(hours=-8))), "2026-11-28T09:00:00.000000Z"),
+    (datetime(1, 1, 1), "0001-01-01T00:00:00.000000Z"),
+])
+def test_every_time_is_utc_with_microseconds_and_z(value, text):
+    assert isoz(value) == text
