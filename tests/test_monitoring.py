@@ -187,6 +187,29 @@ def test_health_looks_back_seven_days_including_today(client, db):
     assert health in {before, expected_health()}
 
 
+def test_list_health_agrees_with_each_clients_own(client, db):
+    """client_list works health out for all clients in one query, the detail per client: the same rule."""
+    rows(db, "insert into heartbeat_config_daily (date, heartbeat_interval_secs) values (%s, 600)",
+         midnight(-2).date())  # a day of wider buckets: 144 expected
+    shapes = {"old": timedelta(days=30), "three days": timedelta(days=3), "since noon": None,
+              "silent": timedelta(days=9)}
+    cids = {name: register(client, name=name) for name in shapes}
+    for name, age in shapes.items():
+        if age:
+            backdate(db, cids[name], age)
+    rows(db, "update gpu_assets set created_at = %s where client_id = %s",
+         (YESTERDAY + timedelta(hours=12)).replace(tzinfo=None), bytes.fromhex(cids["since noon"]))
+    send_all(client, every_bucket(cids["old"], midnight(-6), 500)
+             + every_bucket(cids["old"], midnight(-2), 100, step=600)
+             + every_bucket(cids["three days"], YESTERDAY, 700)
+             + every_bucket(cids["since noon"], YESTERDAY, 720))
+    listed = {d["client_name"]: d["health"] for d in get(client, "client_list")["data"]["devices"]}
+    own = {name: get(client, "client_device_detail", client_id=cid)["data"]["system_info"]["health"]
+           for name, cid in cids.items()}
+    assert listed == own
+    assert len(set(own.values())) == 4 and own["silent"] == 0  # four different figures, not four zeros
+
+
 def test_reports_before_registration_do_not_raise_health(client, db):
     cid = register(client)
     rows(db, "update gpu_assets set created_at = %s", (YESTERDAY + timedelta(hours=18)).replace(tzinfo=None))

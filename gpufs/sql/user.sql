@@ -42,6 +42,8 @@ with clients as (
        and (:client_id::bytea is null or a.client_id = :client_id)
        and coalesce(a.valid_status, 'valid') = coalesce(:valid_status, 'valid')
        and (:name::text is null or strpos(lower(a.client_name), lower(:name)) > 0)
+), days as materialized (
+    select day, width from gpufs_health_days(now(), :interval)
 ), shown as (
     select c.*, case when :live then c.live_status else c.client_status end as shown_status
       from clients c
@@ -52,11 +54,20 @@ select c.client_id, c.client_name, c.shown_status as client_status, c.valid_stat
        coalesce(c.cpu_usage, 0) as cpu_usage,
        coalesce(c.mem_usage, 0) as memory_usage,
        coalesce(c.disk_usage, 0) as storage_usage,
-       gpufs_health(c.client_id, c.created_at, now(), :interval) as health,
+       h.health,
        c.last_seen_at as last_online,
        c.created_at,
        coalesce((select u.days from client_uptime_days u where u.client_id = c.client_id), 0) as uptime_days
   from shown c
+  -- gpufs_health, with the bucket width of each day looked up once for all the clients
+  cross join lateral (select gpufs_health_percent(coalesce(sum(s.health_heartbeats), 0),
+                                                  sum(gpufs_expected_in(w.day, c.created_at, now(), w.width)))
+                               as health
+                        from days w
+                        left join client_daily_stats s
+                               on s.client_id = c.client_id
+                              and s.date = w.day
+                              and s.date >= (now() at time zone 'UTC')::date - 6) h  -- the window only
   left join lateral (select device_name
                        from device_info d
                       where d.client_id = c.client_id
