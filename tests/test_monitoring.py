@@ -135,6 +135,14 @@ def test_uptime_rate_is_yesterdays_counted_share(client, db):
     assert get(client, "client_stat")["data"]["uptime_rate"] == 50
 
 
+def test_uptime_rate_counts_in_yesterdays_own_bucket_width(client, db):
+    cid = register(client)
+    backdate(db, cid, timedelta(days=2))
+    rows(db, "insert into heartbeat_config_daily (date, heartbeat_interval_secs) values (%s, 600)", YESTERDAY.date())
+    send_batch(client, every_bucket(cid, YESTERDAY, 36, step=1200))  # every other 600 s bucket: 36 of 144
+    assert get(client, "client_stat")["data"]["uptime_rate"] == 25
+
+
 def test_uptime_rate_averages_clients_that_existed_yesterday(client, db):
     half, idle, new = (register(client, name=n) for n in ("half", "idle", "new"))
     backdate(db, half, timedelta(days=2))

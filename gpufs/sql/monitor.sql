@@ -10,6 +10,9 @@ with clients as (
       left join system_info s on s.client_id = a.client_id
      where a.user_id = :user_id
        and coalesce(a.valid_status, 'valid') = 'valid'
+), yesterday as materialized (  -- its bucket width looked up once for all the clients
+    select day, gpufs_interval(day, :interval) as width
+      from (select (now() at time zone 'UTC')::date - 1 as day) as d
 )
 select count(*) as systems_total_number,
        count(*) filter (where client_status not in ('maintenance', 'error') and seen) as systems_online_number,
@@ -20,9 +23,12 @@ select count(*) as systems_total_number,
                                        where d.client_id = c.client_id and d.device_temp >= :temp_warning)
                        ) as systems_warnings_number,
        coalesce(sum(total_tflops), 0) as total_tflops,
-       coalesce(round(100 * avg(gpufs_uptime_yesterday(client_id, created_at, now(), :interval))), 0)::integer
-           as uptime_rate
-  from clients c;
+       coalesce(round(100 * avg(gpufs_uptime_share(s.health_heartbeats,
+                                                   gpufs_expected_in(y.day, c.created_at, now(), y.width)))),
+                0)::integer as uptime_rate
+  from clients c
+ cross join yesterday y
+  left join client_daily_stats s on s.client_id = c.client_id and s.date = y.day;
 
 -- name: client-monitor(user_id, client_id, date_from, date_to)
 -- One row per client and day of the daily rollup (newest day first); a client with no
