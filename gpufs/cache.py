@@ -6,8 +6,9 @@ with the user's current version number, and every write that changes that user's
 INCR. A read fetches the version and the value in one MGET and uses the value only if
 its prefix is the current version. Nothing is deleted or scanned, so a busy fleet's
 heartbeats cost one O(1) INCR per user per request rather than a flush storm, and a
-read racing a write can only store its result under the old version, which is a miss. Views that change with
-the clock alone (live status) use a short TTL, well inside the online window.
+read racing a write can only store its result under the old version, which is a miss.
+Views that change with the clock alone (live status) use a short TTL, well inside the
+online window.
 
 Redis is optional: any Redis failure (down, slow, garbage) is a miss; the request is
 answered from PostgreSQL, a warning is logged at most once per interval, and Redis is

@@ -35,22 +35,19 @@ class Cursor(psycopg2.extensions.cursor):
     through a Python __setitem__, which cost more than the query on small reads. A row is as
     long as its description, so zip() needs no strict check (a third of its cost)."""
 
-    def _names(self):
-        return [column[0] for column in self.description]
+    def _dicts(self, rows):
+        names = [column[0] for column in self.description] if rows else ()
+        return [dict(zip(names, row, strict=False)) for row in rows]
 
     def fetchone(self):
         row = super().fetchone()
-        return None if row is None else dict(zip(self._names(), row, strict=False))
+        return None if row is None else self._dicts([row])[0]
 
     def fetchmany(self, size=None):
-        rows = super().fetchmany(self.arraysize if size is None else size)
-        names = self._names() if rows else ()
-        return [dict(zip(names, row, strict=False)) for row in rows]
+        return self._dicts(super().fetchmany(self.arraysize if size is None else size))
 
     def fetchall(self):
-        rows = super().fetchall()
-        names = self._names() if rows else ()
-        return [dict(zip(names, row, strict=False)) for row in rows]
+        return self._dicts(super().fetchall())
 
     def __iter__(self):
         while rows := self.fetchmany(self.itersize):
