@@ -1,9 +1,11 @@
 """Monitoring figures computed from ingested reports: live status, client_stat, health and uptime,
 client_monitor rollups, client_health ranges and paging, and the indexes behind them."""
 import json
+import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from psycopg2 import sql
 
 from gpufs.db import queries
 
@@ -218,6 +220,39 @@ def test_list_health_agrees_with_each_clients_own(client, db):
     assert len(set(own.values())) == 4 and own["silent"] == 0  # four different figures, not four zeros
 
 
+def test_health_of_a_client_with_no_expected_bucket_yet_is_zero(client, db):
+    cid = register(client)
+    backdate(db, cid, timedelta(hours=-1))  # registered "in an hour": a clock ahead of the database's
+    assert get(client, "client_list")["data"]["devices"][0]["health"] == 0
+    assert get(client, "client_device_detail", client_id=cid)["data"]["system_info"]["health"] == 0
+
+
+@pytest.mark.parametrize(("counted", "expected", "percent"), [(1, 8, 13), (3, 8, 38), (1, 200, 1), (1, 300, 0),
+                                                               (9, 8, 100), (0, 0, 0)])
+def test_health_percent_rounds_halves_up_and_caps_at_100(db, counted, expected, percent):
+    assert rows(db, "select gpufs_health_percent(%s, %s)", counted, expected) == [(percent,)]
+
+
+def test_uptime_days_are_kept_for_writers_without_rights_on_our_table(db):
+    """The upstream server may write rollups with a role of its own, granted only its tables."""
+    role = sql.Identifier(f"upstream_{uuid.uuid4().hex[:8]}")
+    cid = b"\x01" * 16
+    rows(db, sql.SQL("create role {}").format(role))
+    try:
+        rows(db, sql.SQL("grant insert, delete on client_daily_stats to {}").format(role))
+        rows(db, sql.SQL("grant usage on sequence client_daily_stats_id_seq to {}").format(role))
+        rows(db, sql.SQL("set role {}").format(role))
+        rows(db, "insert into client_daily_stats (date, client_id, total_heartbeats, last_heartbeat)"
+                 " values (current_date, %s, 1, now())", cid)
+        rows(db, "reset role")
+        assert rows(db, "select days from client_uptime_days where client_id = %s", cid) == [(1,)]
+    finally:
+        rows(db, "reset role")
+        rows(db, "delete from client_daily_stats")
+        rows(db, sql.SQL("drop owned by {}").format(role))
+        rows(db, sql.SQL("drop role {}").format(role))
+
+
 def test_reports_before_registration_do_not_raise_health(client, db):
     cid = register(client)
     rows(db, "update gpu_assets set created_at = %s", (YESTERDAY + timedelta(hours=18)).replace(tzinfo=None))
@@ -392,8 +427,8 @@ def test_list_stat_and_detail_never_scan_the_heartbeat_table(client, db):
         "client_devices": (queries.client_devices.sql, {"client_id": cid}),
     }
     with db.cursor() as cur:
-        for name, (sql, params) in plans.items():
-            cur.execute("explain (format json) " + sql, params)
+        for name, (text, params) in plans.items():
+            cur.execute("explain (format json) " + text, params)
             plan = cur.fetchone()[0][0]["Plan"]
             assert "heartbeat" not in _seq_scans(plan), name
 
