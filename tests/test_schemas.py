@@ -1,6 +1,8 @@
 """schemas.Shape, the compiled dump the read views use, agrees with marshmallow's dump on real rows; the one
 time format."""
+import random
 from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -60,3 +62,17 @@ def test_shape_dumps_exactly_what_the_schema_dumps(rows, view):
 ])
 def test_every_time_is_utc_with_microseconds_and_z(value, text):
     assert isoz(value) == text
+
+
+def test_time_format_agrees_with_a_plain_formatting_of_many_values():
+    rnd = random.Random(8)
+    zones = [None, timezone.utc, timezone(timedelta(0)), timezone(timedelta(hours=5, minutes=30)),
+             timezone(timedelta(hours=-8)), ZoneInfo("UTC"), ZoneInfo("Europe/Berlin")]
+    for _ in range(5000):
+        value = datetime(rnd.randint(2, 9998), rnd.randint(1, 12), rnd.randint(1, 28), rnd.randint(0, 23),
+                         rnd.randint(0, 59), rnd.randint(0, 59), rnd.choice([0, rnd.randint(0, 999_999)]),
+                         tzinfo=rnd.choice(zones))
+        u = value if value.tzinfo is None else value.astimezone(timezone.utc)
+        expected = (f"{u.year:04d}-{u.month:02d}-{u.day:02d}T{u.hour:02d}:{u.minute:02d}:{u.second:02d}"
+                    f".{u.microsecond:06d}Z")
+        assert isoz(value) == expected, repr(value)
