@@ -64,6 +64,7 @@ class Pool:
         self._lock = threading.Lock()
         self.in_use = 0
         self.checkouts = 0  # connections handed out, ever: shows whether a request touched the database
+        self.on_change = None  # called with the pool when in_use changes (the standalone app's gauge)
 
     def _connect_kwargs(self):
         c = self.config
@@ -100,11 +101,15 @@ class Pool:
         with self._lock:
             self.in_use += 1
             self.checkouts += 1
+            if self.on_change is not None:  # under the lock: two threads publish in order
+                self.on_change(self)
         return conn
 
     def putconn(self, conn, broken=False):
         with self._lock:
             self.in_use -= 1
+            if self.on_change is not None:
+                self.on_change(self)
         pool = self._pool
         if pool is None or self._pid != os.getpid():
             conn.close()

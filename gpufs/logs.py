@@ -106,11 +106,11 @@ def install(app):
     """Request ids, the per-request log line and the request metrics, for the standalone app."""
     pool = app.extensions["gpufs"].pool
     metrics.observe_pool(pool)  # each gunicorn worker publishes its pool size as it boots
+    pool.on_change = metrics.pool_changed
 
     def _start():
         g.gpufs_started = time.perf_counter()
         g.gpufs_request_id = request_id_from(request.headers.get("X-Request-ID"))
-        metrics.observe_pool(pool)
 
     # First of all before_request functions: a request refused by an earlier one (401 from the
     # token check) is still timed, and still logged under the caller's request id.
@@ -126,14 +126,12 @@ def install(app):
                 "path": request.path + ("?" + query if query else ""),
                 "endpoint": request.url_rule.rule if request.url_rule else metrics.UNMATCHED,
                 "client": client_address()}
-        metrics.observe_pool(pool)
 
         # Logged when the last byte is sent, so a streamed answer is timed whole.
         def done():
             seconds = time.perf_counter() - started
             status = response.status_code
             metrics.observe_request(line["endpoint"], line["method"], status, seconds)
-            metrics.observe_pool(pool)
             request_log.info("%s %s %s %.1fms %s", line["method"], printable(line["path"]), status,
                              seconds * 1000, line["client"],
                              extra={**line, "status": status, "duration_ms": round(seconds * 1000, 3)})

@@ -21,6 +21,8 @@ from prometheus_client import multiprocess as _multiprocess
 # Decided once, at import, exactly as prometheus_client itself decides how to store values.
 MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 UNMATCHED = "<unmatched>"  # the endpoint label of a request no route matched: never the raw path
+METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
+_request_children = {}  # (endpoint, method, status) -> (counter, histogram): bounded by routes x methods x statuses
 
 HTTP_REQUESTS = Counter(
     "gpufs_http_requests_total", "HTTP requests answered, by route, method and status.",
@@ -55,15 +57,27 @@ def count_heartbeats(stored=0, duplicates=0, rejected=0):
 
 def observe_request(endpoint, method, status, seconds):
     """One answered request; `endpoint` is the matched URL rule, UNMATCHED when none matched."""
-    labels = (endpoint or UNMATCHED, method, str(status))
-    HTTP_REQUESTS.labels(*labels).inc()
-    HTTP_DURATION.labels(*labels).observe(seconds)
+    # Any token is a valid HTTP method: an unknown one is counted as OTHER, so a caller cannot
+    # add label values (series) at will.
+    labels = (endpoint or UNMATCHED, method if method in METHODS else "OTHER", status)
+    children = _request_children.get(labels)
+    if children is None:  # labels() validates and locks on every call: look each set up once
+        children = (HTTP_REQUESTS.labels(*labels), HTTP_DURATION.labels(*labels))
+        _request_children[labels] = children
+    children[0].inc()
+    children[1].observe(seconds)
 
 
 def observe_pool(pool):
-    """Publish this process's pool usage (sampled around requests and at scrape time)."""
-    DB_POOL_IN_USE.set(pool.in_use)
+    """Publish this process's pool size and usage (at boot and at scrape time)."""
     DB_POOL_MAX.set(int(pool.config["DB_POOL_MAX"]))
+    pool_changed(pool)
+
+
+def pool_changed(pool):
+    """Pool.on_change: a worker's usage is published as it changes, not sampled around every
+    request (six writes to the metrics files on each, including those that use no connection)."""
+    DB_POOL_IN_USE.set(pool.in_use)
 
 
 def exposition():

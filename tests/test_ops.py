@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
+from prometheus_client import REGISTRY
 
 from gpufs import create_app, init_app, logs, metrics
 
@@ -152,6 +153,29 @@ def test_metrics_count_requests_by_route_and_status_never_by_raw_path(quick):
     assert sample(after, "gpufs_http_requests_total", **unmatched) - \
         sample(before, "gpufs_http_requests_total", **unmatched) == 1
     assert probe not in after
+
+
+def test_an_unknown_method_is_counted_as_other_never_by_its_name(quick):
+    before = scrape(quick)
+    method = "BREW" + uuid.uuid4().hex[:8].upper()
+    assert quick.open("/healthz", method=method, buffered=True).status_code == 405
+    after = scrape(quick)
+    labels = {"endpoint": metrics.UNMATCHED, "method": "OTHER", "status": "405"}
+    assert sample(after, "gpufs_http_requests_total", **labels) - \
+        sample(before, "gpufs_http_requests_total", **labels) == 1
+    assert method not in after
+
+
+def test_pool_usage_is_published_as_it_changes(app_config):
+    app = create_app(app_config)
+    pool = app.extensions["gpufs"].pool
+    with app.app_context():
+        conn = pool.getconn()
+        try:
+            assert REGISTRY.get_sample_value("gpufs_db_pool_connections_in_use") == 1
+        finally:
+            pool.putconn(conn)
+    assert REGISTRY.get_sample_value("gpufs_db_pool_connections_in_use") == 0
 
 
 def test_metrics_count_cache_hits_and_misses(quick):
