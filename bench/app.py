@@ -1,14 +1,16 @@
 """WSGI entry point for the benchmark only (`gunicorn -c deploy/gunicorn.conf.py bench.app:app`).
 
-The product app plus two things the product must never have: GET /bench/redis-value answers
+The product app plus three things the product must never have: GET /bench/redis-value answers
 with one stored Redis value as the body, no validation and no envelope (its rate is R, the
-floor of any cached read: a Flask request plus one Redis round trip), and a timer around the
-whole WSGI app (figure 3's server-side time).
+floor of any cached read: a Flask request plus one Redis round trip); GET /bench/flask/floor,
+a constant answered by a bare Flask app with no hooks (Flask's own server-side floor, for
+figure 3); and a timer around the whole WSGI app (figure 3's server-side time).
 """
 import time
 
-from flask import Response
+from flask import Flask, Response
 from prometheus_client import Summary
+from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.wsgi import ClosingIterator
 
 from bench import VALUE_KEY
@@ -34,7 +36,15 @@ class _Timed:
                                lambda: SERVER_SECONDS.labels(path).observe(time.perf_counter() - began))
 
 
-app.wsgi_app = _Timed(app.wsgi_app)
+floor = Flask("gpufs_bench_floor")
+
+
+@floor.get("/floor")
+def constant():
+    return Response(b'{"status":"ok"}', mimetype="application/json")
+
+
+app.wsgi_app = _Timed(DispatcherMiddleware(app.wsgi_app, {"/bench/flask": floor.wsgi_app}))
 
 
 @app.get("/bench/redis-value")

@@ -13,6 +13,7 @@ from .server import Server, peak_rss_kb
 
 READS = ("client_list", "client_stat", "client_device_detail", "models/get")
 HISTORY_READS = ("client_list", "client_stat", "client_device_detail")
+FLASK_FLOOR = "/bench/flask/floor"  # bench/app.py: a constant from a bare Flask app
 
 
 class Bench:
@@ -232,13 +233,16 @@ def uncached_reads(b, srv, w):
     """Figure 3; returns the runs, figure 4's base."""
     res, rounds = b.results, b.args.rounds
     b.say("3. uncached reads vs their SQL in a psycopg2 loop")
-    paths = {"F": "/healthz", **{name: b.path(name) for name in READS}}
+    paths = {"F": "/healthz", "floor": FLASK_FLOOR, **{name: b.path(name) for name in READS}}
     before = _metric_totals(srv)
     runs = w.rounds(list(paths.values()), 1, rounds)
     after = _metric_totals(srv)
     base = {name: res.run(f"uncached {name} c=1", runs[path]) for name, path in paths.items()}
     if 3 not in b.args.figures:
         return base
+    floor = _server_ms(before, after, FLASK_FLOOR)
+    res.add(3, "bare Flask route, no hooks, server-side", floor, "ms/req",
+            note=f"Flask's own floor; HTTP round trip at 1 connection {load.best_ms(base['floor']):.2f} ms")
     res.add(3, "GET /healthz, server-side", _server_ms(before, after, "/healthz"), "ms/req",
             note=f"HTTP round trip at 1 connection {load.best_ms(base['F']):.2f} ms")
     for name in READS:
@@ -246,7 +250,8 @@ def uncached_reads(b, srv, w):
         server = _server_ms(before, after, paths[name].split("?", 1)[0])
         res.add(3, f"{name}, uncached, server-side", server, "ms/req", server / sql, f"SQL {sql:.2f} ms", 2,
                 higher_is_better=False,
-                note=f"HTTP round trip at 1 connection {load.best_ms(base[name]):.2f} ms")
+                note=f"HTTP round trip at 1 connection {load.best_ms(base[name]):.2f} ms; "
+                     f"the bare Flask floor is {floor / sql:.2f} × its SQL")
     return base
 
 
