@@ -52,7 +52,7 @@ class Results:
         m = self.meta
         return (f"{m.get('cores')} cores, {m.get('cpu', '?')}; load average {m.get('load_before')} before, "
                 f"{m.get('load_after')} after; gunicorn {m.get('workers')} workers x {m.get('threads')} threads "
-                f"(gthread); {m.get('postgres', '?')}; Redis {m.get('redis', '?')}; "
+                f"(gthread, gpufs.worker); {m.get('postgres', '?')}; Redis {m.get('redis', '?')}; "
                 f"wrk {m.get('connections')} connections (1 for latencies), {m.get('warmup')} s warm-up, "
                 f"{m.get('rounds')} rounds of {m.get('seconds')} s per path ({m.get('cached_rounds')} for figures 1-2)")
 

@@ -12,7 +12,9 @@ import tempfile
 bind = os.environ.get("GPUFS_BIND", "127.0.0.1:18081")
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
-worker_class = "gthread"
+# gthread, except that a worker whose threads are all busy leaves a new connection to one with
+# a thread free (gpufs/worker.py): stock gthread lets one worker take every keep-alive connection.
+worker_class = "gpufs.worker.Worker"
 # SIGTERM: stop accepting, let in-flight requests (a long client_health stream, a batch of
 # reports in its transaction) finish for up to this long, then exit.
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))

@@ -331,7 +331,7 @@ def test_gunicorn_settings_come_from_the_environment(monkeypatch, tmp_path):
         monkeypatch.delenv(key, raising=False)
     conf = runpy.run_path(str(ROOT / "deploy" / "gunicorn.conf.py"))
     assert (conf["bind"], conf["workers"], conf["threads"], conf["worker_class"]) == \
-        ("127.0.0.1:18081", 2, 4, "gthread")
+        ("127.0.0.1:18081", 2, 4, "gpufs.worker.Worker")
     assert conf["accesslog"] is None and conf["graceful_timeout"] > 0
     assert conf["control_socket_disable"] is True  # one gunicorn must not take over another's socket
     monkeypatch.setenv("GPUFS_BIND", "0.0.0.0:9000")
@@ -388,6 +388,62 @@ def test_sigterm_lets_an_in_flight_stream_finish_then_exits(db, urls, tmp_path):
     assert envelope["data"][0]["client_id"] == client_id.hex()
     log = (tmp_path / "stderr.log").read_text()
     assert "GET /api/user/client_health?user_id=graceful 200" in log
+
+
+def test_a_worker_with_every_thread_busy_leaves_new_connections_to_another(urls, tmp_path):
+    """Stock gthread lets the first worker to wake take every connection of a burst."""
+    port = free_port()
+    env = dict(os.environ, DATABASE_URL=urls["DATABASE_URL"], REDIS_URL=urls["REDIS_URL"],
+               GPUFS_BIND=f"127.0.0.1:{port}", GUNICORN_WORKERS="2", GUNICORN_THREADS="2",
+               GUNICORN_HANDOFF_SECONDS="5", MIGRATE_ON_START="false")
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    gunicorn = Path(sys.executable).with_name("gunicorn")
+    with open(tmp_path / "stderr.log", "wb") as err:
+        proc = subprocess.Popen([str(gunicorn), "-c", "deploy/gunicorn.conf.py", "app:app"], cwd=ROOT, env=env,
+                                stdout=subprocess.DEVNULL, stderr=err)
+    socks = []
+    try:
+        _wait_healthy(proc, port, tmp_path / "stderr.log")
+        deadline = time.monotonic() + 10
+        while len(_children(proc.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        # Connections that send nothing yet: each holds a thread while the worker waits for its request.
+        for _ in range(4):
+            socks.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+        held = {}
+        while time.monotonic() < deadline:
+            held = {pid: len(_established(pid, port)) for pid in _children(proc.pid)}
+            if sum(held.values()) == 4:
+                break
+            time.sleep(0.05)
+        assert sorted(held.values()) == [2, 2], held
+    finally:
+        for sock in socks:
+            sock.close()
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _children(pid):
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _established(pid, port):
+    """Inodes of the process's sockets that are established connections to `port` (IPv4)."""
+    mine = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            mine.add(target[8:-1])
+    found = set()
+    for line in Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].split(":")[1], 16) == port and fields[3] == "01" and fields[9] in mine:
+            found.add(fields[9])
+    return found
 
 
 def _wait_healthy(proc, port, log_path):
