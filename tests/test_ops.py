@@ -352,15 +352,7 @@ def test_sigterm_lets_an_in_flight_stream_finish_then_exits(db, urls, tmp_path):
         cur.execute("insert into heartbeat (client_id, cpu_usage, mem_usage, disk_usage, network_up, network_down,"
                     " timestamp) select %(cid)s, 1, 2, 3, 4, 5, now() - make_interval(secs => g)"
                     " from generate_series(1, %(n)s) g", {"cid": client_id, "n": ROWS})
-    port = free_port()
-    env = dict(os.environ, DATABASE_URL=urls["DATABASE_URL"], REDIS_URL=urls["REDIS_URL"],
-               GPUFS_BIND=f"127.0.0.1:{port}", GUNICORN_WORKERS="1", GUNICORN_THREADS="2",
-               MIGRATE_ON_START="false")
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    gunicorn = Path(sys.executable).with_name("gunicorn")
-    with open(tmp_path / "stderr.log", "wb") as err:
-        proc = subprocess.Popen([str(gunicorn), "-c", "deploy/gunicorn.conf.py", "app:app"], cwd=ROOT, env=env,
-                                stdout=subprocess.DEVNULL, stderr=err)
+    proc, port = _start_gunicorn(urls, tmp_path, GUNICORN_WORKERS="1", GUNICORN_THREADS="2")
     try:
         _wait_healthy(proc, port, tmp_path / "stderr.log")
         sock = socket.socket()
@@ -392,15 +384,8 @@ def test_sigterm_lets_an_in_flight_stream_finish_then_exits(db, urls, tmp_path):
 
 def test_a_worker_with_every_thread_busy_leaves_new_connections_to_another(urls, tmp_path):
     """Stock gthread lets the first worker to wake take every connection of a burst."""
-    port = free_port()
-    env = dict(os.environ, DATABASE_URL=urls["DATABASE_URL"], REDIS_URL=urls["REDIS_URL"],
-               GPUFS_BIND=f"127.0.0.1:{port}", GUNICORN_WORKERS="2", GUNICORN_THREADS="2",
-               GUNICORN_HANDOFF_SECONDS="5", MIGRATE_ON_START="false")
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    gunicorn = Path(sys.executable).with_name("gunicorn")
-    with open(tmp_path / "stderr.log", "wb") as err:
-        proc = subprocess.Popen([str(gunicorn), "-c", "deploy/gunicorn.conf.py", "app:app"], cwd=ROOT, env=env,
-                                stdout=subprocess.DEVNULL, stderr=err)
+    proc, port = _start_gunicorn(urls, tmp_path, GUNICORN_WORKERS="2", GUNICORN_THREADS="2",
+                                 GUNICORN_HANDOFF_SECONDS="5")
     socks = []
     try:
         _wait_healthy(proc, port, tmp_path / "stderr.log")
@@ -444,6 +429,19 @@ def _established(pid, port):
         if int(fields[1].split(":")[1], 16) == port and fields[3] == "01" and fields[9] in mine:
             found.add(fields[9])
     return found
+
+
+def _start_gunicorn(urls, tmp_path, **settings):
+    """gunicorn as deployed, on a port of its own, its stderr in tmp_path/stderr.log: (process, port)."""
+    port = free_port()
+    env = dict(os.environ, DATABASE_URL=urls["DATABASE_URL"], REDIS_URL=urls["REDIS_URL"],
+               GPUFS_BIND=f"127.0.0.1:{port}", MIGRATE_ON_START="false", **settings)
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    gunicorn = Path(sys.executable).with_name("gunicorn")
+    with open(tmp_path / "stderr.log", "wb") as err:
+        proc = subprocess.Popen([str(gunicorn), "-c", "deploy/gunicorn.conf.py", "app:app"], cwd=ROOT, env=env,
+                                stdout=subprocess.DEVNULL, stderr=err)
+    return proc, port
 
 
 def _wait_healthy(proc, port, log_path):
