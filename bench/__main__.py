@@ -56,8 +56,7 @@ def parse_args(argv):
                               args.ingest_seconds) < 1 \
             or args.warmup < 0 or args.history < 2 or not 1 <= args.batch <= 1000:
         p.error("--scale must be > 0; --seconds, --rounds, --cached-rounds, --connections, --ingest-seconds >= 1; "
-                "--history >= 2; "
-                "--batch 1-1000")
+                "--history >= 2; --batch 1-1000")
     return args
 
 
