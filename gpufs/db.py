@@ -49,6 +49,10 @@ class Cursor(psycopg2.extensions.cursor):
     def fetchall(self):
         return self._dicts(super().fetchall())
 
+    def tuples(self, size=None):
+        """Rows as psycopg2 makes them, for schemas.Shape: all that remain, or the next `size`."""
+        return super().fetchall() if size is None else super().fetchmany(size)
+
     def __iter__(self):
         while rows := self.fetchmany(self.itersize):
             yield from rows
@@ -167,13 +171,14 @@ def close_db(exc=None):
         state().pool.putconn(conn, broken=isinstance(exc, DOWN_ERRORS) or g.pop("gpufs_db_broken", False))
 
 
-def all_rows(query, **params):
-    """Run a named select on the request connection and return its rows as a list of dicts."""
+def dumped_rows(query, shape, **params):
+    """Run a named select on the request connection and return its rows dumped by `shape` (a
+    schemas.Shape), built from the tuples without a dict per row in between."""
     # The query's SQL on a cursor of our own: aiosql's row-by-row generator cost more than the
     # rows on small reads.
     with get_db().cursor() as cur:
         cur.execute(query.sql, params)
-        return cur.fetchall()
+        return shape.rows(cur)
 
 
 def one_row(query, **params):

@@ -1,5 +1,5 @@
-"""schemas.Shape, the compiled dump the read views use, agrees with marshmallow's dump on real rows; the one
-time format."""
+"""schemas.Shape, the compiled dump the read views use, agrees with marshmallow's dump on real rows (as
+dicts and straight from psycopg2's tuples); the one time format."""
 import random
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
@@ -7,10 +7,17 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from gpufs import schemas
-from gpufs.db import all_rows, one_row, queries
-from gpufs.envelope import isoz
+from gpufs.db import dumped_rows, get_db, one_row, queries
+from gpufs.envelope import dumps, isoz
 
 from .conftest import register
+
+
+def all_rows(query, **params):
+    """The rows as dicts, as marshmallow's dump takes them."""
+    with get_db().cursor() as cur:
+        cur.execute(query.sql, params)
+        return cur.fetchall()
 
 
 @pytest.fixture
@@ -30,6 +37,21 @@ def rows(app, client, db):
         listed = all_rows(queries.client_list, client_id=None, status=None, name=None, valid_status=None,
                           live=True, **common)
         yield {
+            # The list reads the views dump from tuples: (schema, query, parameters).
+            "queries": {
+                "list": (schemas.ClientItem(many=True), queries.client_list, {
+                    "client_id": None, "status": None, "name": None, "valid_status": None, "live": True,
+                    **common}),
+                "devices": (schemas.DeviceInfo(many=True), queries.client_devices,
+                            {"client_id": bytes.fromhex(cid)}),
+                "monitor": (schemas.MonitorRow(many=True), queries.client_monitor,
+                            {"user_id": "12", "client_id": None, "date_from": None, "date_to": None}),
+                "health": (schemas.HealthRow(many=True), queries.client_health, {
+                    "user_id": "12", "client_id": None, "time_from": None, "time_to": None, "before": None,
+                    "limit": None}),
+                "models": (schemas.ModelItem(many=True), queries.models_list,
+                           {"is_active": None, "min_gpu_memory_gb": None}),
+            },
             "list": (schemas.ClientList(), {"total": len(listed), "devices": listed}),
             "detail": (schemas.ClientDetail(), {
                 "system_info": one_row(queries.client_detail, user_id="12", client_id=bytes.fromhex(cid),
@@ -52,6 +74,29 @@ def test_shape_dumps_exactly_what_the_schema_dumps(rows, view):
     expected = schema.dump(data)
     assert expected  # real rows, not an empty list
     assert schemas.Shape(schema).dump(data) == expected
+
+
+@pytest.mark.parametrize("view", ["list", "devices", "monitor", "health", "models"])
+def test_rows_dumped_from_tuples_are_byte_for_byte_the_schema_dump(rows, view):
+    schema, query, params = rows["queries"][view]
+    expected = dumps(schema.dump(all_rows(query, **params)))
+    assert expected != b"[]"
+    # Bytes, not ==: an integer field must not come out as 5.0, nor a float one as 5.
+    assert dumps(dumped_rows(query, schemas.Shape(schema), **params)) == expected
+
+
+def test_rows_from_tuples_convert_what_their_column_types_need(app):
+    class Sums(schemas.Schema):
+        total = schemas.fields.Integer()
+        rate = schemas.fields.Float()
+        seen = schemas.Time()
+
+    # Columns in another order than the schema, one more than it has, numbers of other types.
+    sql = "select 2::int as rate, 'x' as extra, 7::numeric as total, timestamptz '2026-11-28 09:05:07+01' as seen"
+    with app.app_context(), get_db().cursor() as cur:
+        cur.execute(sql)
+        assert dumps(schemas.Shape(Sums(many=True)).rows(cur)) == \
+            b'[{"total":7,"rate":2.0,"seen":"2026-11-28T08:05:07.000000Z"}]'
 
 
 @pytest.mark.parametrize(("value", "text"), [

@@ -3,7 +3,7 @@ from flask import Blueprint
 
 from .. import schemas
 from ..auth import require_admin
-from ..db import all_rows, get_db, one_row, queries, state
+from ..db import dumped_rows, get_db, one_row, queries, state
 from ..envelope import respond
 from . import cached_response, load_args, load_json
 
@@ -33,5 +33,5 @@ def insert():
 def get():
     args = load_args(list_in)
     return cached_response(MODELS_SCOPE, "models_get", dict(args),
-                           lambda: list_out.dump(all_rows(queries.models_list, is_active=args.get("is_active"),
-                                                          min_gpu_memory_gb=args.get("min_gpu_memory_gb"))))
+                           lambda: dumped_rows(queries.models_list, list_out, is_active=args.get("is_active"),
+                                               min_gpu_memory_gb=args.get("min_gpu_memory_gb")))

@@ -3,7 +3,7 @@ client_status_list and client_device_detail (monitoring views live in monitor.py
 from flask import Blueprint
 
 from .. import schemas
-from ..db import all_rows, get_db, one_row, queries, state
+from ..db import dumped_rows, get_db, one_row, queries, state
 from ..envelope import respond
 from ..errors import Conflict, NotFound
 from . import cached_response, cfg, load_args, load_json, user_scope
@@ -14,8 +14,9 @@ insert_in = schemas.InsertClient()
 edit_in = schemas.EditClient()
 list_in = schemas.ClientListQuery()
 detail_in = schemas.ClientDetailQuery()
-list_out = schemas.Shape(schemas.ClientList())
-detail_out = schemas.Shape(schemas.ClientDetail())
+item_out = schemas.Shape(schemas.ClientItem(many=True))  # client_list's devices (schemas.ClientList)
+system_out = schemas.Shape(schemas.SystemInfo())  # client_device_detail's parts (schemas.ClientDetail)
+device_out = schemas.Shape(schemas.DeviceInfo(many=True))
 
 
 @bp.post("/insert_client")
@@ -48,11 +49,12 @@ def _client_list(live):
     args = load_args(list_in)
 
     def produce():
-        rows = all_rows(queries.client_list, user_id=args["user_id"], client_id=args.get("client_id"),
-                        status=args.get("status"), name=args.get("name"),
-                        valid_status=args.get("valid_status"), live=live,
-                        window_seconds=cfg("ONLINE_WINDOW_SECONDS"), interval=cfg("HEARTBEAT_INTERVAL_SECONDS"))
-        return list_out.dump({"total": len(rows), "devices": rows})
+        devices = dumped_rows(queries.client_list, item_out, user_id=args["user_id"],
+                              client_id=args.get("client_id"), status=args.get("status"), name=args.get("name"),
+                              valid_status=args.get("valid_status"), live=live,
+                              window_seconds=cfg("ONLINE_WINDOW_SECONDS"),
+                              interval=cfg("HEARTBEAT_INTERVAL_SECONDS"))
+        return {"total": len(devices), "devices": devices}
 
     name = "client_status_list" if live else "client_list"
     return cached_response(user_scope(args["user_id"]), name, dict(args), produce, live=live)
@@ -77,8 +79,8 @@ def client_device_detail():
                          interval=cfg("HEARTBEAT_INTERVAL_SECONDS"))
         if system is None:
             raise NotFound("client_id: no such client for this user")
-        devices = all_rows(queries.client_devices, client_id=args["client_id"])
-        return detail_out.dump({"system_info": system, "device_info": devices})
+        return {"system_info": system_out.dump(system),
+                "device_info": dumped_rows(queries.client_devices, device_out, client_id=args["client_id"])}
 
     key = {"client_id": args["client_id"].hex()}
     return cached_response(user_scope(args["user_id"]), "client_device_detail", key, produce)
