@@ -11,6 +11,7 @@ import psycopg2.extensions
 from flask import current_app, g
 from psycopg2 import pool as pgpool
 
+from .envelope import isoz
 from .errors import Unavailable
 
 log = logging.getLogger("gpufs.db")
@@ -49,6 +50,12 @@ class Cursor(psycopg2.extensions.cursor):
     def fetchall(self):
         return self._dicts(super().fetchall())
 
+    def for_output(self):
+        """Times as text in the one output format: the cursors whose rows schemas.Shape.rows dumps."""
+        for caster in TIME_TEXT:
+            psycopg2.extensions.register_type(caster, self)
+        return self
+
     def tuples(self, size=None):
         """Rows as psycopg2 makes them, for schemas.Shape: all that remain, or the next `size`."""
         return super().fetchall() if size is None else super().fetchmany(size)
@@ -56,6 +63,28 @@ class Cursor(psycopg2.extensions.cursor):
     def __iter__(self):
         while rows := self.fetchmany(self.itersize):
             yield from rows
+
+
+def _text_time(fallback, suffix):
+    """A caster from a time column's text straight to the one output format (envelope.isoz).
+    Parsing it into a datetime and formatting that again cost more than the rest of a row. The
+    session's TimeZone is UTC, so a timestamptz reads 'YYYY-MM-DD HH:MM:SS[.ffffff]+00' and a
+    timestamp the same without '+00'; anything else (infinity, BC, a year past 9999, another
+    zone) goes through psycopg2's own parse and isoz."""
+
+    def cast(value, cur):
+        if value is None:
+            return None
+        n = len(value) - len(suffix)
+        if value.endswith(suffix) and value[4:5] == "-" and value[10:11] == " " and (
+                n == 19 or (21 <= n <= 26 and value[19] == ".")):
+            return f"{value[:10]}T{value[11:n]}{'.000000' if n == 19 else '0' * (26 - n)}Z"
+        return isoz(fallback(value, cur))
+
+    return psycopg2.extensions.new_type(fallback.values, f"GPUFS_TEXT_{fallback.name}", cast)
+
+
+TIME_TEXT = (_text_time(psycopg2.extensions.PYDATETIMETZ, "+00"), _text_time(psycopg2.extensions.PYDATETIME, ""))
 
 
 class Pool:
@@ -176,7 +205,7 @@ def dumped_rows(query, shape, **params):
     schemas.Shape), built from the tuples without a dict per row in between."""
     # The query's SQL on a cursor of our own: aiosql's row-by-row generator cost more than the
     # rows on small reads.
-    with get_db().cursor() as cur:
+    with get_db().cursor().for_output() as cur:
         cur.execute(query.sql, params)
         return shape.rows(cur)
 

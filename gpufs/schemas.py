@@ -5,7 +5,7 @@ from datetime import datetime, time, timedelta, timezone
 from operator import itemgetter
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate, validates_schema
-from psycopg2.extensions import FLOAT, INTEGER, LONGINTEGER
+from psycopg2.extensions import FLOAT, INTEGER, LONGINTEGER, PYDATETIME, PYDATETIMETZ
 
 from .envelope import isoz
 
@@ -554,7 +554,7 @@ class Shape:
         return [self.one(row) for row in obj] if self.many else self.one(obj)
 
     def rows(self, cursor):
-        """Every row of an executed cursor (db.Cursor), dumped straight from psycopg2's tuples."""
+        """Every row of an executed cursor (db.Cursor.for_output), dumped from psycopg2's tuples."""
         return list(map(self.plan(cursor.description), cursor.tuples()))
 
     def plan(self, description):
@@ -613,9 +613,14 @@ def _converter(field):
 # PostgreSQL type oids psycopg2 already hands back as the field's own Python type.
 _INT_TYPES = frozenset(INTEGER.values + LONGINTEGER.values)
 _FLOAT_TYPES = frozenset(FLOAT.values)
+# A time column arrives as text in the one format (db.Cursor.for_output); from any other cursor
+# it is a datetime, which envelope.dumps writes in that same format.
+_TIME_TYPES = frozenset(PYDATETIMETZ.values + PYDATETIME.values)
 
 
 def _native_types(field):
+    if isinstance(field, Time):
+        return _TIME_TYPES
     if hasattr(field, "to_json"):
         return frozenset()
     if isinstance(field, fields.Integer):

@@ -93,10 +93,38 @@ def test_rows_from_tuples_convert_what_their_column_types_need(app):
 
     # Columns in another order than the schema, one more than it has, numbers of other types.
     sql = "select 2::int as rate, 'x' as extra, 7::numeric as total, timestamptz '2026-11-28 09:05:07+01' as seen"
-    with app.app_context(), get_db().cursor() as cur:
-        cur.execute(sql)
-        assert dumps(schemas.Shape(Sums(many=True)).rows(cur)) == \
-            b'[{"total":7,"rate":2.0,"seen":"2026-11-28T08:05:07.000000Z"}]'
+    for output in (False, True):  # times as datetimes, or as text (db.Cursor.for_output)
+        with app.app_context(), get_db().cursor() as cur:
+            cur.execute(sql) if not output else cur.for_output().execute(sql)
+            assert dumps(schemas.Shape(Sums(many=True)).rows(cur)) == \
+                b'[{"total":7,"rate":2.0,"seen":"2026-11-28T08:05:07.000000Z"}]'
+
+
+def test_time_columns_read_as_text_exactly_as_isoz_formats_them(app):
+    rnd = random.Random(9)
+    texts = ["infinity", "-infinity", "0001-01-02 00:00:00", "9999-12-30 23:59:59.999999", "2026-11-28 09:05:07",
+             "2026-11-28 09:05:07.7", "2026-11-28 09:05:07.120000", "2026-11-28 09:05:07.000001"]
+    for _ in range(3000):
+        fraction = "".join(rnd.choice("0123456789") for _ in range(rnd.randint(0, 6)))
+        texts.append(f"{rnd.randint(2, 9998):04d}-{rnd.randint(1, 12):02d}-{rnd.randint(1, 28):02d} "
+                     f"{rnd.randint(0, 23):02d}:{rnd.randint(0, 59):02d}:{rnd.randint(0, 59):02d}"
+                     + (f".{fraction}" if fraction else ""))
+    statements = ["select unnest(%s::timestamptz[])", "select unnest(%s::timestamp[])"]
+    with app.app_context():
+        conn = get_db()
+        # UTC is the pool's zone and the fast path; in another zone every value takes the slow one.
+        for zone in ("UTC", "Asia/Kolkata"):
+            with conn.cursor() as cur:
+                cur.execute("set time zone %s", (zone,))
+            for sql in statements:
+                with conn.cursor() as cur:
+                    cur.execute(sql, (texts,))
+                    expected = [isoz(value) for (value,) in cur.tuples()]
+                with conn.cursor().for_output() as cur:
+                    cur.execute(sql, (texts,))
+                    assert [value for (value,) in cur.tuples()] == expected, (zone, sql)
+        with conn.cursor() as cur:
+            cur.execute("set time zone 'UTC'")
 
 
 @pytest.mark.parametrize(("value", "text"), [

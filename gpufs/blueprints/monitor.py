@@ -69,7 +69,7 @@ def _stream_health(params):
     # transaction, so this connection leaves autocommit (the pool restores it when it is returned).
     conn = get_db()
     conn.autocommit = False
-    with conn, conn.cursor(f"client_health_{uuid.uuid4().hex}") as cur:
+    with conn, conn.cursor(f"client_health_{uuid.uuid4().hex}").for_output() as cur:
         cur.itersize = STREAM_CHUNK
         cur.execute(queries.client_health.sql, params)
         yield head + b"["
