@@ -13,7 +13,8 @@ import time
 import uuid
 from datetime import datetime, timezone
 
-from flask import g, has_request_context, request
+from flask import has_request_context, request
+from werkzeug.wsgi import ClosingIterator
 
 from . import metrics
 from .envelope import isoz
@@ -21,6 +22,7 @@ from .envelope import isoz
 request_log = logging.getLogger("gpufs.request")
 SANE_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")  # visible ASCII: no space, no control character
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+REQUEST_ID = "gpufs.request_id"  # the WSGI environ key of the request's id
 
 
 def request_id_from(header):
@@ -35,18 +37,18 @@ def printable(text):
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
-def client_address():
+def client_address(environ):
     """The caller's address: nginx's last X-Forwarded-For hop when nginx (on loopback) sent the
     request, else the peer itself. A header from anyone else is not believed."""
-    peer = request.remote_addr or "-"
-    forwarded = request.headers.get("X-Forwarded-For")
+    peer = environ.get("REMOTE_ADDR") or "-"
+    forwarded = environ.get("HTTP_X_FORWARDED_FOR")
     if forwarded and peer in ("127.0.0.1", "::1"):
         return printable(forwarded.rsplit(",", 1)[-1].strip())[:64] or peer
     return peer
 
 
 def _current_request_id():
-    return g.get("gpufs_request_id") if has_request_context() else None
+    return request.environ.get(REQUEST_ID) if has_request_context() else None
 
 
 class TextFormatter(logging.Formatter):
@@ -107,37 +109,48 @@ def install(app):
     pool = app.extensions["gpufs"].pool
     metrics.observe_pool(pool)  # each gunicorn worker publishes its pool size as it boots
     pool.on_change = metrics.pool_changed
+    app.wsgi_app = RequestLog(app.wsgi_app)
 
-    def _start():
-        g.gpufs_started = time.perf_counter()
-        g.gpufs_request_id = request_id_from(request.headers.get("X-Request-ID"))
 
-    # First of all before_request functions: a request refused by an earlier one (401 from the
-    # token check) is still timed, and still logged under the caller's request id.
-    app.before_request_funcs.setdefault(None, []).insert(0, _start)
+class RequestLog:
+    """WSGI middleware around the Flask app: gives each request its id, and once its last byte is
+    sent (so a streamed answer is timed whole) counts it and writes its log line. Around the app
+    rather than in Flask's hooks it sees every answer, a 401 from the token check included, and it
+    reads the WSGI environ itself: the hooks' lookups through Flask's request and g proxies cost
+    about as much as the rest of /healthz."""
 
-    @app.after_request
-    def _finish(response):
-        started = g.get("gpufs_started", time.perf_counter())
-        rid = g.get("gpufs_request_id") or request_id_from(None)
-        response.headers["X-Request-ID"] = rid
-        query = request.query_string.decode("latin-1")
-        line = {"request_id": rid, "method": request.method,
-                "path": request.path + ("?" + query if query else ""),
-                "endpoint": request.url_rule.rule if request.url_rule else metrics.UNMATCHED,
-                "client": client_address()}
+    def __init__(self, wsgi_app):
+        self.wsgi_app = wsgi_app
 
-        # Logged when the last byte is sent, so a streamed answer is timed whole.
-        def done():
-            seconds = time.perf_counter() - started
-            status = response.status_code
-            metrics.observe_request(line["endpoint"], line["method"], status, seconds)
-            request_log.info("%s %s %s %.1fms %s", line["method"], printable(line["path"]), status,
-                             seconds * 1000, line["client"],
-                             extra={**line, "status": status, "duration_ms": round(seconds * 1000, 3)})
+    def __call__(self, environ, start_response):
+        started = time.perf_counter()
+        rid = environ[REQUEST_ID] = request_id_from(environ.get("HTTP_X_REQUEST_ID"))
+        answer = []  # [status, endpoint] once the app starts its response
 
-        response.call_on_close(done)
-        # A passed-through file (the docs page's assets) would be handed to the server without
-        # the response's close hooks: send it through werkzeug's closing iterator instead.
-        response.direct_passthrough = False
-        return response
+        def start(status, headers, exc_info=None):
+            # Flask starts the response while its request context is still pushed.
+            rule = request.url_rule if has_request_context() else None
+            answer[:] = (int(status[:3]), rule.rule if rule else metrics.UNMATCHED)
+            headers.append(("X-Request-ID", rid))
+            return start_response(status, headers, exc_info)
+
+        try:
+            body = self.wsgi_app(environ, start)
+        except BaseException:
+            _done(environ, started, answer)
+            raise
+        return ClosingIterator(body, lambda: _done(environ, started, answer))
+
+
+def _done(environ, started, answer):
+    seconds = time.perf_counter() - started
+    status, endpoint = answer or (500, metrics.UNMATCHED)  # the app raised before answering
+    method = environ.get("REQUEST_METHOD", "")
+    query = environ.get("QUERY_STRING", "")
+    # What werkzeug makes of PATH_INFO (latin-1 text of the raw bytes) for request.path.
+    path = "/" + environ.get("PATH_INFO", "").encode("latin-1").decode(errors="replace").lstrip("/")
+    line = {"request_id": environ[REQUEST_ID], "method": method, "path": path + ("?" + query if query else ""),
+            "endpoint": endpoint, "client": client_address(environ)}
+    metrics.observe_request(endpoint, method, status, seconds)
+    request_log.info("%s %s %s %.1fms %s", method, printable(line["path"]), status, seconds * 1000, line["client"],
+                     extra={**line, "status": status, "duration_ms": round(seconds * 1000, 3)})
