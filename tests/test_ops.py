@@ -297,6 +297,27 @@ def test_files_sent_whole_are_logged_too(quick, caplog):
         [("/api/docs/swagger-ui.css", 200)]
 
 
+def test_a_failed_request_is_logged_and_counted_by_its_route(app_config, caplog):
+    app = create_app(app_config)
+
+    @app.get("/boom")
+    def boom():
+        raise RuntimeError("boom")
+
+    caplog.set_level(logging.INFO, logger="gpufs.request")
+    c = app.test_client()
+    before = scrape(c)
+    assert get(c, "/boom").status_code == 500
+    assert grew(before, scrape(c), "gpufs_http_requests_total", endpoint="/boom", method="GET", status="500") == 1
+    # Testing mode hands the exception to the WSGI server instead of a 500 page: still one log line.
+    app.testing = True
+    with pytest.raises(RuntimeError):
+        c.get("/boom", headers={"X-Request-ID": "raised-1"})
+    assert [(r.path, r.status, r.request_id) for r in caplog.records if r.name == "gpufs.request"][-1] == \
+        ("/boom", 500, "raised-1")
+    app.extensions["gpufs"].close()
+
+
 def test_client_address_is_nginx_last_hop_only_when_nginx_sent_it(quick, caplog):
     caplog.set_level(logging.INFO, logger="gpufs.request")
     get(quick, "/healthz", headers={"X-Forwarded-For": "198.51.100.1, 203.0.113.9"})
