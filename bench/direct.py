@@ -35,8 +35,11 @@ def connect(dsn):
     return conn
 
 
-def sql_loop(dsn, statements, seconds, warmup=0.5):
-    """Seconds per round of `statements` [(sql, params)], each executed and fetched, in a loop."""
+def sql_loop(dsn, statements, seconds, warmup=0.5, spacing=0.0):
+    """Seconds per round of `statements` [(sql, params)], each executed and fetched, in a loop.
+    With `spacing`, this process keeps its CPU busy that long between rounds (not timed), as a
+    server does between one request's SQL and the next: on a VM the database then wakes from
+    idle for each statement, which a tight loop never lets it do."""
     conn = connect(dsn)
     try:
         with conn.cursor() as cur:
@@ -48,11 +51,17 @@ def sql_loop(dsn, statements, seconds, warmup=0.5):
             deadline = time.monotonic() + warmup
             while time.monotonic() < deadline:
                 once()
-            rounds, began = 0, time.monotonic()
+            rounds, spent, began = 0, 0.0, time.monotonic()
             while rounds == 0 or time.monotonic() - began < seconds:
+                if spacing:
+                    busy_until = time.perf_counter() + spacing
+                    while time.perf_counter() < busy_until:
+                        pass
+                started = time.perf_counter()
                 once()
+                spent += time.perf_counter() - started
                 rounds += 1
-            return (time.monotonic() - began) / rounds
+            return spent / rounds
     finally:
         conn.close()
 
