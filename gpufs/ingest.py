@@ -8,7 +8,7 @@ from .auth import may_report_for
 from .db import queries, state
 from .errors import Forbidden, NotFound, validation_message
 
-report_in = schemas.Report()
+report_in = schemas.Load(schemas.Report())
 
 NO_SUCH_CLIENT = "client_id: no such client; register it with insert_client"
 INVALID_CLIENT = "client_id: client is marked invalid; its reports are not accepted"
@@ -27,7 +27,7 @@ def validate(raw_reports):
     accepted, rejected = [], {}
     for index, raw in enumerate(raw_reports):
         try:
-            accepted.append((index, report_in.load(raw)))
+            accepted.append((index, report_in(raw)))
         except ValidationError as err:
             rejected[index] = _result(index, "rejected", 400, validation_message(err))
     return accepted, rejected

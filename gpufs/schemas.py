@@ -4,7 +4,7 @@ import re
 from datetime import datetime, time, timedelta, timezone
 from operator import itemgetter
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate, validates_schema
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, missing, post_load, validate, validates_schema
 from psycopg2.extensions import FLOAT, INTEGER, LONGINTEGER, PYDATETIME, PYDATETIMETZ
 
 from .envelope import isoz
@@ -413,6 +413,140 @@ class Report(Base):
 class ReportBatch(Base):
     reports = fields.List(fields.Raw(), required=True, validate=validate.Length(
         1, 1000, error="must hold 1-1000 reports"), error_messages=_messages(invalid="must be a list"))
+
+
+class Load:
+    """A schema's load, compiled for input that is plainly valid. marshmallow's field-by-field
+    machinery took 0.64 ms for a report of 8 GPUs here, most of what a heartbeat batch costs.
+    Whatever the compiled checks cannot vouch for (an error above all, or a field type they do
+    not know) goes to schema.load itself, so every message, default and edge case stays
+    marshmallow's. tests/test_schemas.py checks the two agree on valid, mutated and random input."""
+
+    def __init__(self, schema):
+        self.schema = schema
+        self.fast = _compile_schema(schema)
+
+    def __call__(self, raw):
+        try:
+            return self.fast(raw)
+        except _Defer:
+            return self.schema.load(raw)
+
+
+class _Defer(Exception):  # noqa: N818 (not an error: marshmallow decides)
+    """The compiled checks cannot vouch for this input."""
+
+
+def _defer(value):
+    raise _Defer
+
+
+def _compile_schema(schema):
+    # marshmallow's registry of decorated hooks (4.x, pinned); a load adds empty entries to it.
+    hooks = {tag: entries for tag, entries in schema._hooks.items() if entries}
+    supported = {"validates_schema", "post_load"}
+    if schema.many or schema.unknown != EXCLUDE or set(hooks) - supported or any(
+            many or kwargs.get("pass_original") for tag in supported for _, many, kwargs in hooks.get(tag, ())):
+        return _defer
+    checks = [getattr(schema, name) for name, _, _ in hooks.get("validates_schema", ())]
+    after = [getattr(schema, name) for name, _, _ in hooks.get("post_load", ())]
+    plan = [(field.data_key or name, field.attribute or name, field, _compile_field(field))
+            for name, field in schema.load_fields.items()]
+    hook_kwargs = {"partial": None, "many": False, "unknown": schema.unknown}
+
+    def load(raw):
+        if type(raw) is not dict:
+            raise _Defer
+        out = {}
+        for key, attr, field, check in plan:
+            value = raw.get(key, missing)
+            if value is missing:
+                if field.required:
+                    raise _Defer
+                default = field.load_default
+                if default is not missing:
+                    out[attr] = default() if callable(default) else default
+            elif value is None:
+                if not field.allow_none:
+                    raise _Defer
+                out[attr] = None
+            else:
+                out[attr] = check(value)
+        try:
+            for check in checks:
+                check(out, **hook_kwargs)
+        except ValidationError as err:
+            raise _Defer from err
+        for hook in after:
+            out = hook(out, **hook_kwargs)
+        return out
+
+    return load
+
+
+def _compile_field(field):
+    """A check for a present, non-null value: returns what marshmallow would load, or raises _Defer."""
+    kind = type(field)
+    lo, hi = _bounds(field)
+    if lo is _defer:  # a validator other than one inclusive range or length: the field's own deserialize
+        kind = None
+    if kind is StrictInt:
+        def check(value):
+            if type(value) is not int or (lo is not None and value < lo) or (hi is not None and value > hi):
+                raise _Defer
+            return value
+    elif kind is Number:
+        def check(value):
+            if type(value) is not float and type(value) is not int:
+                raise _Defer
+            try:
+                value = float(value)
+            except OverflowError as err:
+                raise _Defer from err
+            if value != value or (lo is not None and value < lo) or (hi is not None and value > hi):
+                raise _Defer
+            return value
+    elif kind is Text:
+        def check(value):
+            if type(value) is not str or "\x00" in value or (lo is not None and len(value) < lo) or (
+                    hi is not None and len(value) > hi):
+                raise _Defer
+            return value
+    elif kind is ClientId and not field.validators:
+        def check(value):
+            if type(value) is not str or not HEX32.match(value):
+                raise _Defer
+            return bytes.fromhex(value)
+    elif kind is Object and not field.validators:
+        check = _compile_schema(field.schema)
+    elif kind is fields.List and not field.validators:
+        inner = _compile_field(field.inner)
+
+        def check(value):
+            if type(value) is not list:  # a null item fails its check: every check refuses None
+                raise _Defer
+            return [inner(item) for item in value]
+    else:
+        def check(value):
+            try:
+                return field.deserialize(value)
+            except ValidationError as err:
+                raise _Defer from err
+    return check
+
+
+def _bounds(field):
+    """(min, max) of a field's one inclusive Range or Length validator; (None, None) without
+    validators; (_defer, _defer) for anything else."""
+    if not field.validators:
+        return None, None
+    if len(field.validators) == 1:
+        rule = field.validators[0]
+        if isinstance(rule, validate.Range) and rule.min_inclusive and rule.max_inclusive:
+            return rule.min, rule.max
+        if isinstance(rule, validate.Length) and rule.equal is None:
+            return rule.min, rule.max
+    return _defer, _defer
 
 
 # ---- responses -----------------------------------------------------------------------------

@@ -1,10 +1,14 @@
 """schemas.Shape, the compiled dump the read views use, agrees with marshmallow's dump on real rows (as
 dicts and straight from psycopg2's tuples); the one time format."""
+import copy
 import random
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from marshmallow import ValidationError
 
 from gpufs import schemas
 from gpufs.db import dumped_rows, get_db, one_row, queries
@@ -149,3 +153,96 @@ def test_time_format_agrees_with_a_plain_formatting_of_many_values():
         expected = (f"{u.year:04d}-{u.month:02d}-{u.day:02d}T{u.hour:02d}:{u.minute:02d}:{u.second:02d}"
                     f".{u.microsecond:06d}Z")
         assert isoz(value) == expected, repr(value)
+
+
+# ---- Load: the compiled report load agrees with marshmallow's --------------------------------
+
+ODD = [None, True, False, 0, -1, 1, 100, 101, 100.5, -0.0, 255, 256, 1e308, 2**63 - 1, 2**63, 2**64,
+       float("nan"), float("inf"), "", "x", "\x00", "12", "0" * 32, "a" * 256, [], {}, [None], [{}], {"a": 1}]
+TIMESTAMPS = ["2026-11-28T09:05:07Z", "2026-11-28T09:05:07.5+05:30", "2026-11-28T09:05:07", "yesterday",
+              "2026-02-30T00:00:00Z", 1764320707, "0001-01-01T00:00:00+01:00"]
+
+
+@st.composite
+def reports(draw, mutations=None):
+    """A valid report of up to 8 GPUs, then `mutations` random changes: a key set to an odd value,
+    removed, or added."""
+    number = st.one_of(st.integers(0, 100), st.floats(0, 100, allow_nan=False))
+    gpus = [{"index": i, "name": draw(st.text(max_size=20).filter(lambda t: "\x00" not in t)),
+             "temp": draw(st.floats(0, 150)), "usage": draw(number), "mem_usage": draw(number),
+             "power_usage": draw(st.integers(0, 10000))} for i in range(draw(st.integers(0, 8)))]
+    report = {"client_id": draw(st.sampled_from(["0" * 32, "ABCDEF0123456789abcdef0123456789"])),
+              "system": {"cpu_usage": draw(number), "memory_usage": draw(number), "disk_usage": draw(number),
+                         "network_rx": draw(st.integers(0, 2**63 - 1)), "network_tx": draw(st.integers(0, 99))},
+              "devices": draw(st.sampled_from([gpus, gpus, None, "missing"]))}
+    if report["devices"] == "missing":
+        del report["devices"]
+    for key, values in (("timestamp", TIMESTAMPS[:2] + [None]), ("device_memsize", [0, 24576, None]),
+                        ("total_tflops", [0, 83.5, None])):
+        if draw(st.booleans()):
+            report[key] = draw(st.sampled_from(values))
+    for _ in range(draw(st.integers(0, 4) if mutations is None else mutations)):
+        devices = report.get("devices") if isinstance(report.get("devices"), list) else []
+        parents = [p for p in [report, report.get("system"), *devices] if isinstance(p, dict)]
+        target = draw(st.sampled_from(parents))
+        key = draw(st.sampled_from(sorted(target) + ["extra"]))
+        change = draw(st.sampled_from(["odd", "odd", "delete", "timestamp", "duplicate index"]))
+        if change == "delete":
+            target.pop(key, None)
+        elif change == "timestamp":
+            report["timestamp"] = draw(st.sampled_from(TIMESTAMPS))
+        elif change == "duplicate index" and len(devices) > 1 and all(isinstance(d, dict) for d in devices[:2]):
+            devices[1] = {**devices[1], "index": devices[0].get("index")}
+        else:
+            target[key] = draw(st.sampled_from(ODD))
+    return report
+
+
+def _outcome(load, raw):
+    try:
+        return "loaded", repr(load(raw))  # repr: 5 and 5.0, or a str and its bytes, must not pass as equal
+    except ValidationError as err:
+        return "refused", err.messages
+
+
+@settings(max_examples=300, derandomize=True, deadline=None, database=None)
+@given(raw=reports())
+def test_compiled_report_load_answers_exactly_as_marshmallow(raw):
+    assert _outcome(schemas.Load(schemas.Report()), raw) == _outcome(schemas.Report().load, raw)
+
+
+@settings(max_examples=100, derandomize=True, deadline=None, database=None)
+@given(raw=reports(mutations=st.just(0)))
+def test_compiled_report_load_takes_valid_reports_without_marshmallow(raw):
+    # Calling the compiled checks alone: a valid report must not be handed to marshmallow.
+    assert repr(schemas.Load(schemas.Report()).fast(raw)) == repr(schemas.Report().load(raw))
+
+
+def test_compiled_report_load_agrees_on_every_field_set_to_every_odd_value():
+    base = {"client_id": "0" * 32, "timestamp": "2026-11-28T09:05:07Z", "device_memsize": 1, "total_tflops": 1,
+            "system": {"cpu_usage": 1, "memory_usage": 1, "disk_usage": 1, "network_rx": 1, "network_tx": 1},
+            "devices": [{"index": 0, "name": "a", "temp": 1, "usage": 1, "mem_usage": 1, "power_usage": 1}]}
+    fast, slow = schemas.Load(schemas.Report()), schemas.Report().load
+    cases = 0
+    for parent in (None, "system", "devices"):
+        for key in [*(base[parent][0] if parent == "devices" else base.get(parent, base)), "extra"]:
+            for value in [*ODD, "delete"]:
+                raw = copy.deepcopy(base)
+                target = raw if parent is None else raw[parent][0] if parent == "devices" else raw[parent]
+                if value == "delete":
+                    target.pop(key, None)
+                else:
+                    target[key] = value
+                assert _outcome(fast, raw) == _outcome(slow, raw), (parent, key, value)
+                cases += 1
+    assert cases > 500
+
+
+def test_compiled_load_refuses_what_marshmallow_refuses_with_its_message():
+    load = schemas.Load(schemas.Report())
+    bad = {"client_id": "0" * 32, "system": {"cpu_usage": 101, "memory_usage": 1, "disk_usage": 1,
+                                             "network_rx": 1, "network_tx": 1},
+           "devices": [{"index": 0, "name": "a", "temp": 1, "usage": 1, "mem_usage": 1, "power_usage": 1}] * 2}
+    with pytest.raises(ValidationError) as err:
+        load(bad)
+    assert err.value.messages == {"system": {"cpu_usage": ["must be between 0 and 100"]}}
