@@ -152,5 +152,10 @@ def _done(environ, started, answer):
     line = {"request_id": environ[REQUEST_ID], "method": method, "path": path + ("?" + query if query else ""),
             "endpoint": endpoint, "client": client_address(environ)}
     metrics.observe_request(endpoint, method, status, seconds)
-    request_log.info("%s %s %s %.1fms %s", method, printable(line["path"]), status, seconds * 1000, line["client"],
-                     extra={**line, "status": status, "duration_ms": round(seconds * 1000, 3)})
+    if request_log.isEnabledFor(logging.INFO):
+        # The record made directly: Logger.info would walk the stack for a file and line no
+        # format prints, a fifth of the line's cost.
+        request_log.handle(request_log.makeRecord(
+            request_log.name, logging.INFO, "", 0, "%s %s %s %.1fms %s",
+            (method, printable(line["path"]), status, seconds * 1000, line["client"]), None,
+            extra={**line, "status": status, "duration_ms": round(seconds * 1000, 3)}))
