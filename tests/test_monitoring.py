@@ -385,6 +385,29 @@ def test_client_health_pages_newest_first_with_limit_and_before(client, db):
     assert [r["timestamp"] for r in page] == [iso(times[0])]
 
 
+def test_client_health_pages_are_the_newest_rows_over_all_clients(client, db):
+    # Three clients whose reports interleave, one of them much busier: every page with a limit,
+    # a `before` or a time range is the matching prefix of the full newest-first stream.
+    cids = [register(client, name=f"pager {i}") for i in range(3)]
+    for i, cid in enumerate(cids):
+        steps = range(0, 60, 1) if i == 0 else range(i, 60, 7)
+        send_batch(client, [report(cid, YESTERDAY + timedelta(minutes=m)) for m in steps])
+    full = json.loads(client.get("/api/user/client_health", query_string={"user_id": "12"}).get_data())["data"]
+    assert len(full) == 60 + 9 + 9
+    key = [(r["timestamp"], r["client_id"]) for r in full]
+    assert key == sorted(key, key=lambda k: (k[0], [-ord(c) for c in k[1]]), reverse=True)
+    for limit in (1, 5, 20, 100):
+        assert get(client, "client_health", limit=limit)["data"] == full[:limit]
+    before = iso(YESTERDAY + timedelta(minutes=30))
+    older = [r for r in full if r["timestamp"] < before]
+    assert get(client, "client_health", limit=10, before=before)["data"] == older[:10]
+    window = {"start_date": iso(YESTERDAY + timedelta(minutes=10)), "end_date": iso(YESTERDAY + timedelta(minutes=20))}
+    inside = [r for r in full if window["start_date"] <= r["timestamp"] <= window["end_date"]]
+    assert get(client, "client_health", limit=4, **window)["data"] == inside[:4]
+    assert get(client, "client_health", limit=3, client_id=cids[1])["data"] == \
+        [r for r in full if r["client_id"] == cids[1]][:3]
+
+
 def test_client_health_without_limit_streams_every_row(client, db):
     cid = register(client)
     rows(db, """insert into heartbeat (client_id, cpu_usage, mem_usage, disk_usage, timestamp)

@@ -56,15 +56,22 @@ select a.client_id, a.client_name,
 
 -- name: client-health(user_id, client_id, time_from, time_to, before, limit)
 -- Raw heartbeats of the user's valid clients, newest first; `limit` null means all.
+-- A page takes at most `limit` rows from each client (its newest, from the client/timestamp
+-- index) before sorting them: a plain join sorted every heartbeat on record to return a page.
 select h.client_id, a.client_name, h.timestamp,
        h.cpu_usage, h.mem_usage, h.disk_usage, h.network_up, h.network_down
   from gpu_assets a
-  join heartbeat h on h.client_id = a.client_id
+ cross join lateral (
+       select h.client_id, h.timestamp, h.cpu_usage, h.mem_usage, h.disk_usage, h.network_up, h.network_down
+         from heartbeat h
+        where h.client_id = a.client_id
+          and (:time_from::timestamptz is null or h.timestamp >= :time_from)
+          and (:time_to::timestamptz is null or h.timestamp < :time_to)
+          and (:before::timestamptz is null or h.timestamp < :before)
+        order by h.timestamp desc
+        limit :limit) h
  where a.user_id = :user_id
    and coalesce(a.valid_status, 'valid') = 'valid'
    and (:client_id::bytea is null or a.client_id = :client_id)
-   and (:time_from::timestamptz is null or h.timestamp >= :time_from)
-   and (:time_to::timestamptz is null or h.timestamp < :time_to)
-   and (:before::timestamptz is null or h.timestamp < :before)
  order by h.timestamp desc, h.client_id
  limit :limit;
