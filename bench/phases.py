@@ -12,7 +12,7 @@ from . import VALUE_KEY, dataset, direct, load
 from .server import Server, peak_rss_kb
 
 READS = ("client_list", "client_stat", "client_device_detail", "models/get")
-HISTORY_READS = ("client_list", "client_stat", "client_device_detail")
+HISTORY_READS = ("client_list", "client_stat", "client_device_detail", "client_health page")
 FLASK_FLOOR = "/bench/flask/floor"  # bench/app.py: a constant from a bare Flask app
 
 
@@ -40,7 +40,8 @@ class Bench:
                 "client_stat": f"/api/user/client_stat?user_id={user}",
                 "client_device_detail": f"/api/user/client_device_detail?user_id={user}&client_id={first}",
                 "models/get": "/api/models/get",
-                "client_health": f"/api/user/client_health?user_id={user}"}[endpoint]
+                "client_health": f"/api/user/client_health?user_id={user}",
+                "client_health page": f"/api/user/client_health?user_id={user}&limit=100"}[endpoint]
 
     def statements(self, endpoint):
         """The SQL the endpoint runs on a cache miss, with the same parameters."""
@@ -233,7 +234,7 @@ def uncached_reads(b, srv, w):
     """Figure 3; returns the runs, figure 4's base."""
     res, rounds = b.results, b.args.rounds
     b.say("3. uncached reads vs their SQL in a psycopg2 loop")
-    paths = {"F": "/healthz", "floor": FLASK_FLOOR, **{name: b.path(name) for name in READS}}
+    paths = {"F": "/healthz", "floor": FLASK_FLOOR, **{name: b.path(name) for name in READS + HISTORY_READS}}
     before = _metric_totals(srv)
     runs = w.rounds(list(paths.values()), 1, rounds)
     after = _metric_totals(srv)

@@ -29,6 +29,8 @@ class Results:
         bad, errors = sum(r.non_2xx for r in runs), sum(r.errors for r in runs)
         if bad or errors:
             self.problem(f"{name}: {bad} answers not 2xx, {errors} socket errors or timeouts")
+        if any(r.requests == 0 for r in runs):  # every request outlasted its round: no latency to report
+            self.problem(f"{name}: no request answered within a round")
         return run
 
     def problem(self, text):
