@@ -2,7 +2,6 @@
 import numbers
 import re
 from datetime import datetime, time, timedelta, timezone
-from operator import itemgetter
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, missing, post_load, validate, validates_schema
 from psycopg2.extensions import FLOAT, INTEGER, LONGINTEGER, PYDATETIME, PYDATETIMETZ
@@ -487,9 +486,10 @@ def _compile_schema(schema):
 def _compile_field(field):
     """A check for a present, non-null value: returns what marshmallow would load, or raises _Defer."""
     kind = type(field)
-    lo, hi = _bounds(field)
-    if lo is _defer:  # a validator other than one inclusive range or length: the field's own deserialize
-        kind = None
+    bounds = _bounds(field)
+    if bounds is None:  # a validator other than one inclusive range or length: the field's own deserialize
+        kind, bounds = None, (None, None)
+    lo, hi = bounds
     if kind is StrictInt:
         def check(value):
             if type(value) is not int or (lo is not None and value < lo) or (hi is not None and value > hi):
@@ -537,7 +537,7 @@ def _compile_field(field):
 
 def _bounds(field):
     """(min, max) of a field's one inclusive Range or Length validator; (None, None) without
-    validators; (_defer, _defer) for anything else."""
+    validators; None for anything else."""
     if not field.validators:
         return None, None
     if len(field.validators) == 1:
@@ -546,7 +546,7 @@ def _bounds(field):
             return rule.min, rule.max
         if isinstance(rule, validate.Length) and rule.equal is None:
             return rule.min, rule.max
-    return _defer, _defer
+    return None
 
 
 # ---- responses -----------------------------------------------------------------------------
@@ -708,15 +708,12 @@ class Shape:
         indexes = [position[name][0] for _, name, _, _ in self.fields]
         converters = tuple((key, conv) for key, name, conv, native in self.fields
                            if conv is not None and position[name][1] not in native)
-        if indexes == list(range(len(indexes))):
-            pick = None  # the fields are the row's first columns, in order: zip() takes them as they are
-        elif len(indexes) > 1:
-            pick = itemgetter(*indexes)
-        else:
-            pick = lambda row: (row[indexes[0]],)  # noqa: E731
+        # Every query selects its fields first and in order, so zip() takes the row as it is;
+        # any other order is picked column by column.
+        in_order = indexes == list(range(len(indexes)))
 
         def one(row):
-            out = dict(zip(keys, row if pick is None else pick(row), strict=False))
+            out = dict(zip(keys, row if in_order else [row[i] for i in indexes], strict=False))
             for key, conv in converters:
                 out[key] = conv(out[key])
             return out
