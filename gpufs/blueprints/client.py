@@ -8,7 +8,6 @@ from . import json_object
 
 bp = Blueprint("gpufs_client", __name__)
 
-report_in = schemas.Load(schemas.Report())
 batch_in = schemas.ReportBatch()
 result_out = schemas.IngestResult()
 batch_out = schemas.BatchResult()
@@ -16,7 +15,7 @@ batch_out = schemas.BatchResult()
 
 @bp.post("/heartbeat")
 def heartbeat():
-    report = report_in(json_object())
+    report = ingest.report_in(json_object())
     return respond(result_out.dump(ingest.ingest_one(get_db(), report)))
 
 
