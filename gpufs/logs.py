@@ -146,16 +146,17 @@ def _done(environ, started, answer):
     seconds = time.perf_counter() - started
     status, endpoint = answer or (500, metrics.UNMATCHED)  # the app raised before answering
     method = environ.get("REQUEST_METHOD", "")
+    metrics.observe_request(endpoint, method, status, seconds)
+    if not request_log.isEnabledFor(logging.INFO):
+        return
     query = environ.get("QUERY_STRING", "")
     # What werkzeug makes of PATH_INFO (latin-1 text of the raw bytes) for request.path.
     path = "/" + environ.get("PATH_INFO", "").encode("latin-1").decode(errors="replace").lstrip("/")
     line = {"request_id": environ[REQUEST_ID], "method": method, "path": path + ("?" + query if query else ""),
-            "endpoint": endpoint, "client": client_address(environ)}
-    metrics.observe_request(endpoint, method, status, seconds)
-    if request_log.isEnabledFor(logging.INFO):
-        # The record made directly: Logger.info would walk the stack for a file and line no
-        # format prints, a fifth of the line's cost.
-        request_log.handle(request_log.makeRecord(
-            request_log.name, logging.INFO, "", 0, "%s %s %s %.1fms %s",
-            (method, printable(line["path"]), status, seconds * 1000, line["client"]), None,
-            extra={**line, "status": status, "duration_ms": round(seconds * 1000, 3)}))
+            "endpoint": endpoint, "client": client_address(environ), "status": status,
+            "duration_ms": round(seconds * 1000, 3)}
+    # The record made directly: Logger.info would walk the stack for a file and line no format
+    # prints, a fifth of the line's cost.
+    request_log.handle(request_log.makeRecord(
+        request_log.name, logging.INFO, "", 0, "%s %s %s %.1fms %s",
+        (method, printable(line["path"]), status, seconds * 1000, line["client"]), None, extra=line))
