@@ -408,6 +408,16 @@ def test_client_health_pages_are_the_newest_rows_over_all_clients(client, db):
         [r for r in full if r["client_id"] == cids[1]][:3]
 
 
+def test_client_health_leaves_out_invalid_clients_paged_or_streamed(client, db):
+    kept, dropped = register(client, name="kept"), register(client, name="dropped")
+    send_batch(client, [report(cid, YESTERDAY + timedelta(minutes=m)) for cid in (kept, dropped) for m in range(3)])
+    assert_envelope(client.post("/api/user/edit_client_info",
+                                json={"user_id": "12", "client_id": dropped, "valid_status": "invalid"}), 200)
+    paged = get(client, "client_health", limit=10)["data"]
+    streamed = json.loads(client.get("/api/user/client_health", query_string={"user_id": "12"}).get_data())["data"]
+    assert [r["client_id"] for r in paged] == [kept] * 3 and streamed == paged
+
+
 def test_client_health_without_limit_streams_every_row(client, db):
     cid = register(client)
     rows(db, """insert into heartbeat (client_id, cpu_usage, mem_usage, disk_usage, timestamp)
