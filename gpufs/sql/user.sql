@@ -78,7 +78,9 @@ select c.client_id, c.client_name, c.shown_status as client_status, c.valid_stat
 
 -- name: client-detail(user_id, client_id, interval)^
 -- One client's latest snapshot with health and uptime days; no row when it is not the user's.
-select gpufs_health(a.client_id, a.created_at at time zone 'UTC', now(), :interval) as health,
+-- The health is gpufs_health written out: a call to that function planned its body on every
+-- execution, which took longer than the rest of the query.
+select h.health,
        coalesce(s.cpu_usage, 0) as cpu_usage,
        coalesce(s.mem_usage, 0) as memory_usage,
        coalesce(s.disk_usage, 0) as storage_usage,
@@ -86,6 +88,14 @@ select gpufs_health(a.client_id, a.created_at at time zone 'UTC', now(), :interv
        coalesce((select u.days from client_uptime_days u where u.client_id = a.client_id), 0) as uptime_days
   from gpu_assets a
   left join system_info s on s.client_id = a.client_id
+ cross join lateral (select gpufs_health_percent(coalesce(sum(d.health_heartbeats), 0),
+                                                 sum(gpufs_expected_in(w.day, a.created_at at time zone 'UTC',
+                                                                       now(), w.width))) as health
+                       from gpufs_health_days(now(), :interval) w
+                       left join client_daily_stats d
+                              on d.client_id = a.client_id
+                             and d.date = w.day
+                             and d.date >= (now() at time zone 'UTC')::date - 6) h  -- the window only
  where a.user_id = :user_id
    and a.client_id = :client_id;
 
