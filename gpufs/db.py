@@ -1,15 +1,19 @@
 """PostgreSQL access: a per-process connection pool, one connection per request, and the SQL files."""
+import functools
 import logging
 import os
+import re
 import threading
 from contextlib import contextmanager
 from pathlib import Path
 
 import aiosql
 import psycopg2
+import psycopg2.errors
 import psycopg2.extensions
 from flask import current_app, g
 from psycopg2 import pool as pgpool
+from psycopg2 import sql as pgsql
 
 from .envelope import isoz
 from .errors import Unavailable
@@ -26,9 +30,11 @@ class Connection(psycopg2.extensions.connection):
     """Autocommit: a read is one round trip, not BEGIN, the query and a ROLLBACK. A write
     runs in `with conn:`, which in psycopg2 2.9 still makes it one transaction."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, prepare=False, **kwargs):
         super().__init__(*args, **kwargs)
         self.autocommit = True
+        self.prepare = prepare  # DB_PREPARE: run PREPARED queries as prepared statements
+        self.statements = {}  # query name -> (EXECUTE statement, its parameter names): what this session prepared
 
 
 class Cursor(psycopg2.extensions.cursor):
@@ -106,7 +112,7 @@ class Pool:
             "connect_timeout": int(c["DB_CONNECT_TIMEOUT"]),
             "application_name": "gpufs",
             "options": f"-c statement_timeout={int(c['DB_STATEMENT_TIMEOUT_MS'])} -c TimeZone=UTC",
-            "connection_factory": Connection,
+            "connection_factory": functools.partial(Connection, prepare=bool(c["DB_PREPARE"])),
             "cursor_factory": Cursor,
             # TCP keepalives so a peer that vanished is noticed instead of waited on forever.
             "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 2,
@@ -206,9 +212,76 @@ def dumped_rows(query, shape, **params):
     # The query's SQL on a cursor of our own: aiosql's row-by-row generator cost more than the
     # rows on small reads.
     with get_db().cursor().for_output() as cur:
-        cur.execute(query.sql, params)
+        execute(cur, query, params)
         return shape.rows(cur)
+
+
+# The reads a dashboard polls. Planning them took as long as running them or longer (the
+# health window's functions are inlined into each), so each connection plans them once.
+# Not the health page: a generic plan of its time range could be far off for another range.
+PREPARED = frozenset({"models_list", "client_list", "client_detail", "client_devices", "client_stat",
+                      "client_monitor"})
+
+
+def execute(cur, query, params):
+    """Execute an aiosql query with its named parameters; one of PREPARED as a prepared statement
+    of the session when DB_PREPARE is on (off for PgBouncer in transaction mode, where the next
+    statement may land on another server connection)."""
+    conn = cur.connection
+    if not conn.prepare or query.__name__ not in PREPARED:
+        cur.execute(query.sql, params)
+        return
+    statement = conn.statements.get(query.__name__) or _prepare(cur, query)
+    try:
+        cur.execute(statement[0], [params[name] for name in statement[1]])
+    except (psycopg2.errors.InvalidSqlStatementName, psycopg2.errors.FeatureNotSupported):
+        # The session lost its statements (DISCARD ALL) or a migration altered a column under
+        # one ("cached plan must not change result type"). Prepared again they read what is
+        # there now; inside a transaction nothing can be retried.
+        if not conn.autocommit:
+            raise
+        cur.execute("deallocate all")
+        conn.statements.clear()
+        statement = _prepare(cur, query)
+        cur.execute(statement[0], [params[name] for name in statement[1]])
+
+
+def _prepare(cur, query):
+    text, names = positional(query.sql)
+    name = pgsql.Identifier(f"gpufs_{query.__name__}")
+    cur.execute(pgsql.SQL("prepare {} as ").format(name) + pgsql.SQL(text))
+    arguments = pgsql.SQL(", ").join(pgsql.Placeholder() for _ in names)
+    execute_sql = pgsql.SQL("execute {}").format(name)
+    if names:
+        execute_sql += pgsql.SQL("({})").format(arguments)
+    statement = cur.connection.statements[query.__name__] = (execute_sql.as_string(cur), names)
+    return statement
+
+
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s|%%")
+
+
+def positional(text):
+    """aiosql's psycopg2 SQL (%(name)s placeholders, %% for a percent sign) as PREPARE takes it:
+    $1..$n, one number per name, and the names in that order."""
+    names = []
+
+    def number(match):
+        if match.group(1) is None:
+            return "%"
+        if match.group(1) not in names:
+            names.append(match.group(1))
+        return f"${names.index(match.group(1)) + 1}"
+
+    return _PLACEHOLDER.sub(number, text), names
 
 
 def one_row(query, **params):
     return query(get_db(), **params)
+
+
+def one_dict(query, **params):
+    """The first row of a select as a dict, or None; through `execute`, so it may be prepared."""
+    with get_db().cursor() as cur:
+        execute(cur, query, params)
+        return cur.fetchone()

@@ -2,6 +2,9 @@
 import psycopg2
 import pytest
 
+from gpufs import create_app
+from gpufs import db as db_module
+
 from .conftest import register
 
 
@@ -74,3 +77,95 @@ def test_rows_are_plain_dicts_by_column_name(app):
         cur.execute("select n from generate_series(1, 5) as n")
         assert cur.fetchmany(2) == [{"n": 1}, {"n": 2}]
         assert list(cur) == [{"n": 3}, {"n": 4}, {"n": 5}]
+
+
+def test_positional_numbers_each_name_once_in_order():
+    assert db_module.positional("select %(b)s, %(a)s::int, %(b)s, '5%%'") == \
+        ("select $1, $2::int, $1, '5%'", ["b", "a"])
+
+
+def _polled_reads(cid):
+    """Every PREPARED read through its endpoint, with and without its filters."""
+    return [("/api/models/get", {}), ("/api/models/get", {"is_active": "true", "min_gpu_memory_gb": 16}),
+            ("/api/models/get", {"is_active": "false"}),
+            ("/api/user/client_list", {"user_id": "12"}),
+            ("/api/user/client_list", {"user_id": "12", "status": "online", "name": "BOX"}),
+            ("/api/user/client_status_list", {"user_id": "12", "client_id": cid}),
+            ("/api/user/client_stat", {"user_id": "12"}),
+            ("/api/user/client_device_detail", {"user_id": "12", "client_id": cid}),
+            ("/api/user/client_device_detail", {"user_id": "13", "client_id": cid}),
+            ("/api/user/client_monitor", {"user_id": "12"}),
+            ("/api/user/client_monitor", {"user_id": "12", "client_id": cid, "start_date": "2026-01-01",
+                                          "end_date": "2026-12-31"})]
+
+
+def _answers(client, reads):
+    out = []
+    for path, args in reads:
+        resp = client.get(path, query_string=args)
+        out.append((resp.status_code, resp.get_json()["data"]))
+    return out
+
+
+def test_polled_reads_answer_the_same_prepared_or_not(app_config, client, db):
+    cid = register(client, name="GPU box")
+    register(client, name="spare", status="maintenance")
+    report = {"client_id": cid, "system": {"cpu_usage": 45.5, "memory_usage": 60, "disk_usage": 30,
+                                           "network_rx": 1000, "network_tx": 2000},
+              "devices": [{"index": i, "name": f"GPU {i}", "temp": 90 - i, "usage": 50, "mem_usage": 40,
+                           "power_usage": 300} for i in range(2)]}
+    assert client.post("/api/client/heartbeat", json=report).status_code == 200
+    for gb, active in ((8, True), (24, True), (None, False)):
+        client.post("/api/models/insert", json={"name": f"m{gb}", "version": "1", "version_code": 1, "engine_type": 0,
+                                                "min_gpu_memory_gb": gb, "is_active": active})
+    reads = _polled_reads(cid)
+    answers = {}
+    for prepare in (False, True):
+        app = create_app({**app_config, "REDIS_URL": "", "DB_PREPARE": prepare})
+        try:
+            # Seven rounds: from the sixth execution PostgreSQL may switch a statement to its generic plan.
+            rounds = [_answers(app.test_client(), reads) for _ in range(7)]
+            assert all(r == rounds[0] for r in rounds)
+            conn = _pooled(app)
+            with conn.cursor() as cur:
+                cur.execute("select name from pg_prepared_statements")
+                names = {row["name"] for row in cur.fetchall()}
+        finally:
+            app.extensions["gpufs"].close()
+        answers[prepare] = rounds[0]
+        assert names == ({f"gpufs_{name}" for name in db_module.PREPARED} if prepare else set())
+    assert answers[True] == answers[False]
+    assert [status for status, _ in answers[True]] == [200] * 8 + [404] + [200] * 2
+    assert [len(data) for _, data in answers[True][:3]] == [3, 1, 1]  # the filters took effect
+
+
+@pytest.fixture
+def uncached(db, app_config):
+    app = create_app({**app_config, "REDIS_URL": ""})
+    yield app
+    app.extensions["gpufs"].close()
+
+
+def test_a_session_that_lost_its_statements_prepares_them_again(uncached):
+    client = uncached.test_client()
+    client.post("/api/models/insert", json={"name": "m", "version": "1", "version_code": 1, "engine_type": 0})
+    first = client.get("/api/models/get").get_json()["data"]
+    with _pooled(uncached).cursor() as cur:
+        cur.execute("deallocate all")  # as DISCARD ALL would
+    again = client.get("/api/models/get")
+    assert again.status_code == 200 and again.get_json()["data"] == first and first
+
+
+def test_a_column_altered_under_a_prepared_read_is_read_with_its_new_type(uncached):
+    client = uncached.test_client()
+    conn = _pooled(uncached)
+    with conn.cursor() as cur:
+        # A table of this session's own shadows client_models: the shared table stays as it is.
+        cur.execute("create temp table client_models (like public.client_models including all)")
+        cur.execute("insert into client_models (name, version, version_code, engine_type, expected_size)"
+                    " values ('m', '1', 1, 0, 5)")
+    assert client.get("/api/models/get").get_json()["data"][0]["expected_size"] == 5
+    with conn.cursor() as cur:
+        cur.execute("alter table pg_temp.client_models alter column expected_size type numeric")
+    resp = client.get("/api/models/get")
+    assert resp.status_code == 200 and resp.get_json()["data"][0]["expected_size"] == 5

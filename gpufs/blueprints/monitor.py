@@ -5,7 +5,7 @@ from datetime import timedelta
 from flask import Response, stream_with_context
 
 from .. import schemas
-from ..db import dumped_rows, get_db, one_row, queries
+from ..db import dumped_rows, get_db, one_dict, queries
 from ..envelope import OK_MESSAGE, dumps, envelope_bytes
 from . import cached_response, cfg, load_args, user_scope
 from .user import bp
@@ -24,7 +24,7 @@ def client_stat():
     args = load_args(stat_in)
 
     def produce():
-        row = one_row(queries.client_stat, user_id=args["user_id"],
+        row = one_dict(queries.client_stat, user_id=args["user_id"],
                       window_seconds=cfg("ONLINE_WINDOW_SECONDS"),
                       interval=cfg("HEARTBEAT_INTERVAL_SECONDS"), temp_warning=cfg("TEMP_WARNING_C"))
         return stat_out.dump(row)
