@@ -7,6 +7,9 @@ import time
 from datetime import datetime, timezone
 
 import psycopg2
+from psycopg2 import sql as pgsql
+
+from gpufs.db import positional
 
 # What one report of 8 GPUs writes (heartbeat.sql's ingest-reports): the raw heartbeat, its
 # bucket claim, the snapshot (system_info, a device_info row per GPU) and the daily rollups
@@ -35,14 +38,18 @@ def connect(dsn):
     return conn
 
 
-def sql_loop(dsn, statements, seconds, warmup=0.5, spacing=0.0):
+def sql_loop(dsn, statements, seconds, warmup=0.5, spacing=0.0, prepared=False):
     """Seconds per round of `statements` [(sql, params)], each executed and fetched, in a loop.
-    With `spacing`, this process keeps its CPU busy that long between rounds (not timed), as a
-    server does between one request's SQL and the next: on a VM the database then wakes from
-    idle for each statement, which a tight loop never lets it do."""
+    With `prepared`, each is PREPAREd once and EXECUTEd in the loop, as the server runs the reads
+    in gpufs.db.PREPARED. With `spacing`, this process keeps its CPU busy that long between
+    rounds (not timed), as a server does between one request's SQL and the next: on a VM the
+    database then wakes from idle for each statement, which a tight loop never lets it do."""
     conn = connect(dsn)
     try:
         with conn.cursor() as cur:
+            if prepared:
+                statements = [_prepare(cur, f"bench_{i}", sql, params) for i, (sql, params) in enumerate(statements)]
+
             def once():
                 for sql, params in statements:
                     cur.execute(sql, params)
@@ -64,6 +71,14 @@ def sql_loop(dsn, statements, seconds, warmup=0.5, spacing=0.0):
             return spent / rounds
     finally:
         conn.close()
+
+
+def _prepare(cur, name, sql, params):
+    """PREPARE `sql` under `name` as gpufs.db does; returns its EXECUTE statement and arguments."""
+    text, names = positional(sql)
+    cur.execute(pgsql.SQL("prepare {} as ").format(pgsql.Identifier(name)) + pgsql.SQL(text))
+    arguments = pgsql.SQL(", ").join(pgsql.Placeholder() for _ in names)
+    return pgsql.SQL("execute {}({})").format(pgsql.Identifier(name), arguments), [params[n] for n in names]
 
 
 def copy_limit(dsn, reports, repeats):

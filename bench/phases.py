@@ -246,17 +246,23 @@ def uncached_reads(b, srv, w):
             note=f"Flask's own floor; HTTP round trip at 1 connection {load.best_ms(base['floor']):.2f} ms")
     res.add(3, "GET /healthz, server-side", _server_ms(before, after, "/healthz"), "ms/req",
             note=f"HTTP round trip at 1 connection {load.best_ms(base['F']):.2f} ms")
+    prepared = bool(b.settings["DB_PREPARE"])
     for name in READS:
-        sql = min(direct.sql_loop(b.dsn, b.statements(name), b.args.seconds) for _ in range(rounds)) * 1000
+        # The SQL as the server runs it: prepared when DB_PREPARE is on (every one of READS is in
+        # gpufs.db.PREPARED), so the ratio is what the server adds to the database's own cost.
+        sql = min(direct.sql_loop(b.dsn, b.statements(name), b.args.seconds, prepared=prepared)
+                  for _ in range(rounds)) * 1000
+        plain = min(direct.sql_loop(b.dsn, b.statements(name), b.args.seconds) for _ in range(rounds)) * 1000
         server = _server_ms(before, after, paths[name].split("?", 1)[0])
         # The same SQL with the server's other work (its time less the SQL's) between statements.
         spaced = direct.sql_loop(b.dsn, b.statements(name), b.args.seconds,
-                                 spacing=max(server - sql, 0) / 1000) * 1000
-        res.add(3, f"{name}, uncached, server-side", server, "ms/req", server / sql, f"SQL {sql:.2f} ms", 2,
-                higher_is_better=False,
+                                 spacing=max(server - sql, 0) / 1000, prepared=prepared) * 1000
+        res.add(3, f"{name}, uncached, server-side", server, "ms/req", server / sql,
+                f"SQL {sql:.2f} ms{' prepared' if prepared else ''}", 2, higher_is_better=False,
                 note=f"HTTP round trip at 1 connection {load.best_ms(base[name]):.2f} ms; "
                      f"the bare Flask floor is {floor / sql:.2f} × its SQL; the SQL spaced as the "
-                     f"server's requests are takes {spaced:.2f} ms")
+                     f"server's requests are takes {spaced:.2f} ms"
+                     + (f"; not prepared, the SQL takes {plain:.2f} ms" if prepared else ""))
     return base
 
 
