@@ -34,7 +34,8 @@ class Connection(psycopg2.extensions.connection):
         super().__init__(*args, **kwargs)
         self.autocommit = True
         self.prepare = prepare  # DB_PREPARE: run PREPARED queries as prepared statements
-        self.statements = {}  # query name -> (EXECUTE statement, its parameter names): what this session prepared
+        self.statements = {}  # statement -> (its EXECUTE, the parameter names): what this session prepared
+        self.prepares = 0
 
 
 class Cursor(psycopg2.extensions.cursor):
@@ -216,46 +217,55 @@ def dumped_rows(query, shape, **params):
         return shape.rows(cur)
 
 
-# The reads a dashboard polls. Planning them took as long as running them or longer (the
-# health window's functions are inlined into each), so each connection plans them once.
-# Not the health page: a generic plan of its time range could be far off for another range.
+# Statements each connection plans once. The reads a dashboard polls: planning them took as
+# long as running them or longer (the health window's functions are inlined into each). And one
+# heartbeat report's write, whose planning took three times as long as its execution; a batch
+# keeps plain statements, because its plan depends on how many reports it carries. Not the health
+# page: a generic plan of its time range could be far off for another range.
 PREPARED = frozenset({"models_list", "client_list", "client_detail", "client_devices", "client_stat",
-                      "client_monitor"})
+                      "client_monitor", "ingest_reports_one"})
 
 
-def execute(cur, query, params):
-    """Execute an aiosql query with its named parameters; one of PREPARED as a prepared statement
-    of the session when DB_PREPARE is on (off for PgBouncer in transaction mode, where the next
-    statement may land on another server connection)."""
+def execute(cur, query, params, statement=None):
+    """Execute an aiosql query with its named parameters. When DB_PREPARE is on and `statement`
+    (by default the query's name) is one of PREPARED, as a prepared statement of the session.
+    DB_PREPARE is off for PgBouncer in transaction mode, where the next statement may land on
+    another server connection."""
     conn = cur.connection
-    if not conn.prepare or query.__name__ not in PREPARED:
+    statement = statement or query.__name__
+    if not conn.prepare or statement not in PREPARED:
         cur.execute(query.sql, params)
         return
-    statement = conn.statements.get(query.__name__) or _prepare(cur, query)
+    prepared = conn.statements.get(statement) or _prepare(cur, query, statement)
     try:
-        cur.execute(statement[0], [params[name] for name in statement[1]])
+        cur.execute(prepared[0], [params[name] for name in prepared[1]])
     except (psycopg2.errors.InvalidSqlStatementName, psycopg2.errors.FeatureNotSupported):
         # The session lost its statements (DISCARD ALL) or a migration altered a column under
         # one ("cached plan must not change result type"). Prepared again they read what is
-        # there now; inside a transaction nothing can be retried.
+        # there now. Inside a transaction nothing can be retried: the next use prepares it anew.
+        conn.statements.pop(statement, None)
         if not conn.autocommit:
             raise
-        cur.execute("deallocate all")
-        conn.statements.clear()
-        statement = _prepare(cur, query)
-        cur.execute(statement[0], [params[name] for name in statement[1]])
+        prepared = _prepare(cur, query, statement)
+        cur.execute(prepared[0], [params[name] for name in prepared[1]])
 
 
-def _prepare(cur, query):
+def _prepare(cur, query, statement):
+    conn = cur.connection
+    conn.prepares += 1  # a new name each time: one that failed may still be in the session
+    name = f"gpufs_{statement}_{conn.prepares}"
     text, names = positional(query.sql)
-    name = pgsql.Identifier(f"gpufs_{query.__name__}")
-    cur.execute(pgsql.SQL("prepare {} as ").format(name) + pgsql.SQL(text))
-    arguments = pgsql.SQL(", ").join(pgsql.Placeholder() for _ in names)
-    execute_sql = pgsql.SQL("execute {}").format(name)
+    with conn.cursor(cursor_factory=psycopg2.extensions.cursor) as own:
+        own.execute(pgsql.SQL("prepare {} as ").format(pgsql.Identifier(name)) + pgsql.SQL(text))
+        own.execute("select parameter_types::text[] from pg_prepared_statements where name = %s", (name,))
+        types = own.fetchone()[0]
+    # Each argument cast to its parameter's type, as the plain statement's text casts it: EXECUTE
+    # does not turn psycopg2's ARRAY['...'] (text[]) into jsonb[] by itself.
+    sql = pgsql.SQL("execute {}").format(pgsql.Identifier(name))
     if names:
-        execute_sql += pgsql.SQL("({})").format(arguments)
-    statement = cur.connection.statements[query.__name__] = (execute_sql.as_string(cur), names)
-    return statement
+        sql += pgsql.SQL("({})").format(pgsql.SQL(", ").join(pgsql.SQL("%s::" + kind) for kind in types))
+    conn.statements[statement] = (sql.as_string(conn), names)
+    return conn.statements[statement]
 
 
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s|%%")

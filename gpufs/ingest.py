@@ -5,7 +5,7 @@ from marshmallow import ValidationError
 
 from . import metrics, schemas
 from .auth import may_report_for
-from .db import queries, state
+from .db import execute, queries, state
 from .errors import Forbidden, NotFound, validation_message
 
 report_in = schemas.Load(schemas.Report())
@@ -94,8 +94,11 @@ def _write(conn, accepted, clients, settings, results):
     client_ids = sorted({report["client_id"] for _, report in accepted})
     list(queries.lock_clients(conn, client_ids=client_ids))
     payload = [orjson.dumps(_row(index, report)).decode() for index, report in accepted]
-    rows = list(queries.ingest_reports(conn, reports=payload, interval=int(settings["HEARTBEAT_INTERVAL_SECONDS"]),
-                                       retention_days=int(settings["HEARTBEAT_RETENTION_DAYS"])))
+    params = {"reports": payload, "interval": int(settings["HEARTBEAT_INTERVAL_SECONDS"]),
+              "retention_days": int(settings["HEARTBEAT_RETENTION_DAYS"])}
+    with conn.cursor() as cur:
+        execute(cur, queries.ingest_reports, params, "ingest_reports_one" if len(payload) == 1 else None)
+        rows = cur.fetchall()
     by_index = dict(accepted)
     touched = set()
     for row in rows:

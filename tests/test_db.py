@@ -1,4 +1,6 @@
 """The pool's connections: autocommit reads, writes still one transaction, rows as plain dicts."""
+from datetime import datetime, timedelta, timezone
+
 import psycopg2
 import pytest
 
@@ -133,7 +135,8 @@ def test_polled_reads_answer_the_same_prepared_or_not(app_config, client, db):
         finally:
             app.extensions["gpufs"].close()
         answers[prepare] = rounds[0]
-        assert names == ({f"gpufs_{name}" for name in db_module.PREPARED} if prepare else set())
+        polled = {f"gpufs_{name}" for name in db_module.PREPARED - {"ingest_reports_one"}}
+        assert {name.rsplit("_", 1)[0] for name in names} == (polled if prepare else set())
     assert answers[True] == answers[False]
     assert [status for status, _ in answers[True]] == [200] * 8 + [404] + [200] * 2
     assert [len(data) for _, data in answers[True][:3]] == [3, 1, 1]  # the filters took effect
@@ -169,3 +172,42 @@ def test_a_column_altered_under_a_prepared_read_is_read_with_its_new_type(uncach
         cur.execute("alter table pg_temp.client_models alter column expected_size type numeric")
     resp = client.get("/api/models/get")
     assert resp.status_code == 200 and resp.get_json()["data"][0]["expected_size"] == 5
+
+
+def test_single_reports_answer_the_same_prepared_or_not(app_config, client, db):
+    """A single report's write is prepared; past PostgreSQL's switch to a generic plan its
+    outcomes (stored, counted, duplicate) and the rollups it writes match the plain statement's."""
+    base = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+    # Minutes after `base`: 0 and 1 share a two-minute bucket, 4 is sent twice.
+    minutes = [0, 1, 4, 4, 6, 8, 10, 12, 14, 16, 18]
+    outcomes, rollups = {}, {}
+    for prepare in (False, True):
+        cid = register(client, name=f"box {prepare}")
+        app = create_app({**app_config, "DB_PREPARE": prepare})
+        try:
+            posting = app.test_client()
+            answers = []
+            for m in minutes:
+                report = {"client_id": cid, "timestamp": (base + timedelta(minutes=m)).isoformat(),
+                          "system": {"cpu_usage": 10 + m, "memory_usage": 60, "disk_usage": 30,
+                                     "network_rx": 1000 * m, "network_tx": 2000},
+                          "devices": [{"index": 0, "name": "GPU", "temp": 70, "usage": m, "mem_usage": 40,
+                                       "power_usage": 300}]}
+                resp = posting.post("/api/client/heartbeat", json=report)
+                answers.append((resp.status_code, resp.get_json()["data"]))
+            with _pooled(app).cursor() as cur:
+                cur.execute("select name from pg_prepared_statements")
+                names = {row["name"].rsplit("_", 1)[0] for row in cur.fetchall()}
+        finally:
+            app.extensions["gpufs"].close()
+        assert ("gpufs_ingest_reports_one" in names) is prepare
+        outcomes[prepare] = answers
+        with db.cursor() as cur:
+            cur.execute("""select total_heartbeats, health_heartbeats, avg_cpu_usage, total_network_in_bytes
+                             from client_daily_stats where client_id = %s order by date""", (bytes.fromhex(cid),))
+            rollups[prepare] = cur.fetchall()
+    assert outcomes[True] == outcomes[False]
+    expected = [("stored", True), ("stored", False), ("stored", True), ("duplicate", False)] + [("stored", True)] * 7
+    assert [(code, data["status"], data["counted"]) for code, data in outcomes[True]] == \
+        [(200, *outcome) for outcome in expected]
+    assert rollups[True] == rollups[False] and rollups[True]
