@@ -226,6 +226,10 @@ PREPARED = frozenset({"models_list", "client_list", "client_detail", "client_dev
                       "client_monitor", "ingest_reports_one"})
 
 
+# What EXECUTE raises when its prepared statement no longer fits the session.
+STALE_STATEMENT = (psycopg2.errors.InvalidSqlStatementName, psycopg2.errors.FeatureNotSupported)
+
+
 def execute(cur, query, params, statement=None):
     """Execute an aiosql query with its named parameters. When DB_PREPARE is on and `statement`
     (by default the query's name) is one of PREPARED, as a prepared statement of the session.
@@ -239,12 +243,14 @@ def execute(cur, query, params, statement=None):
     prepared = conn.statements.get(statement) or _prepare(cur, query, statement)
     try:
         cur.execute(prepared[0], [params[name] for name in prepared[1]])
-    except (psycopg2.errors.InvalidSqlStatementName, psycopg2.errors.FeatureNotSupported):
+    except STALE_STATEMENT:
         # The session lost its statements (DISCARD ALL) or a migration altered a column under
         # one ("cached plan must not change result type"). Prepared again they read what is
-        # there now. Inside a transaction nothing can be retried: the next use prepares it anew.
+        # there now. Inside a transaction nothing can be retried here: the next use prepares it
+        # anew (ingest retries its transaction once).
         conn.statements.pop(statement, None)
-        if not conn.autocommit:
+        # In a transaction (`with conn:` begins one even in autocommit) the error aborted it.
+        if conn.info.transaction_status != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
             raise
         prepared = _prepare(cur, query, statement)
         cur.execute(prepared[0], [params[name] for name in prepared[1]])

@@ -5,7 +5,7 @@ from marshmallow import ValidationError
 
 from . import metrics, schemas
 from .auth import may_report_for
-from .db import execute, queries, state
+from .db import STALE_STATEMENT, execute, queries, state
 from .errors import Forbidden, NotFound, validation_message
 
 report_in = schemas.Load(schemas.Report())
@@ -41,6 +41,21 @@ def ingest(conn, reports, rejected=None, *, settings=None):
     fails, the whole call raises and nothing is.
     """
     settings = settings or state().config
+    try:
+        results, owners = _store(conn, reports, rejected, settings)
+    except STALE_STATEMENT:
+        # The transaction rolled back whole and execute() forgot the lost statement: once more,
+        # prepared anew.
+        results, owners = _store(conn, reports, rejected, settings)
+    if owners:
+        state().cache.invalidate(*{f"user:{uid}" for uid in owners})
+    ordered = [results[i] for i in sorted(results)]
+    counts = summary(ordered)
+    metrics.count_heartbeats(stored=counts["stored"], duplicates=counts["duplicates"], rejected=counts["rejected"])
+    return ordered
+
+
+def _store(conn, reports, rejected, settings):
     results = dict(rejected or {})
     owners = set()
     with conn:
@@ -58,12 +73,7 @@ def ingest(conn, reports, rejected=None, *, settings=None):
                 accepted.append((index, report))
         if accepted:
             owners = _write(conn, accepted, clients, settings, results)
-    if owners:
-        state().cache.invalidate(*{f"user:{uid}" for uid in owners})
-    ordered = [results[i] for i in sorted(results)]
-    counts = summary(ordered)
-    metrics.count_heartbeats(stored=counts["stored"], duplicates=counts["duplicates"], rejected=counts["rejected"])
-    return ordered
+    return results, owners
 
 
 def summary(results):

@@ -211,3 +211,23 @@ def test_single_reports_answer_the_same_prepared_or_not(app_config, client, db):
     assert [(code, data["status"], data["counted"]) for code, data in outcomes[True]] == \
         [(200, *outcome) for outcome in expected]
     assert rollups[True] == rollups[False] and rollups[True]
+
+
+def test_a_single_report_after_the_session_lost_its_statements_is_stored(app, client, db):
+    cid = register(client)
+    base = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+
+    def post(minute):
+        return client.post("/api/client/heartbeat", json={
+            "client_id": cid, "timestamp": (base + timedelta(minutes=minute)).isoformat(),
+            "system": {"cpu_usage": 1, "memory_usage": 2, "disk_usage": 3, "network_rx": 0, "network_tx": 0},
+            "devices": []})
+
+    assert post(0).get_json()["data"] == {"status": "stored", "counted": True}
+    with _pooled(app).cursor() as cur:
+        cur.execute("deallocate all")  # as DISCARD ALL would
+    resp = post(2)
+    assert resp.status_code == 200 and resp.get_json()["data"] == {"status": "stored", "counted": True}
+    with db.cursor() as cur:
+        cur.execute("select total_heartbeats from client_daily_stats where client_id = %s", (bytes.fromhex(cid),))
+        assert cur.fetchall() == [(2,)]
