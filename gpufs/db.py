@@ -245,11 +245,10 @@ def execute(cur, query, params, statement=None):
         cur.execute(prepared[0], [params[name] for name in prepared[1]])
     except STALE_STATEMENT:
         # The session lost its statements (DISCARD ALL) or a migration altered a column under
-        # one ("cached plan must not change result type"). Prepared again they read what is
-        # there now. Inside a transaction nothing can be retried here: the next use prepares it
-        # anew (ingest retries its transaction once).
+        # one ("cached plan must not change result type"): prepared again, it reads what is
+        # there now. In a transaction (`with conn:` begins one even in autocommit) the error
+        # aborted it, so only the next use prepares anew; ingest retries its transaction.
         conn.statements.pop(statement, None)
-        # In a transaction (`with conn:` begins one even in autocommit) the error aborted it.
         if conn.info.transaction_status != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
             raise
         prepared = _prepare(cur, query, statement)

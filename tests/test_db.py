@@ -1,4 +1,5 @@
-"""The pool's connections: autocommit reads, writes still one transaction, rows as plain dicts."""
+"""The pool's connections: autocommit reads, writes still one transaction, rows as plain dicts, and the
+prepared statements of DB_PREPARE."""
 from datetime import datetime, timedelta, timezone
 
 import psycopg2

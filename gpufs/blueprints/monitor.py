@@ -25,8 +25,8 @@ def client_stat():
 
     def produce():
         row = one_dict(queries.client_stat, user_id=args["user_id"],
-                      window_seconds=cfg("ONLINE_WINDOW_SECONDS"),
-                      interval=cfg("HEARTBEAT_INTERVAL_SECONDS"), temp_warning=cfg("TEMP_WARNING_C"))
+                       window_seconds=cfg("ONLINE_WINDOW_SECONDS"),
+                       interval=cfg("HEARTBEAT_INTERVAL_SECONDS"), temp_warning=cfg("TEMP_WARNING_C"))
         return stat_out.dump(row)
 
     # Online and warning counts change with the clock alone, hence the live (short) TTL.

@@ -76,7 +76,7 @@ def client_device_detail():
 
     def produce():
         system = one_dict(queries.client_detail, user_id=args["user_id"], client_id=args["client_id"],
-                         interval=cfg("HEARTBEAT_INTERVAL_SECONDS"))
+                          interval=cfg("HEARTBEAT_INTERVAL_SECONDS"))
         if system is None:
             raise NotFound("client_id: no such client for this user")
         return {"system_info": system_out.dump(system),
