@@ -7,6 +7,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from psycopg2 import sql
 
+from gpufs.blueprints import monitor
 from gpufs.db import queries
 
 from .conftest import assert_envelope, register
@@ -429,6 +430,25 @@ def test_client_health_without_limit_streams_every_row(client, db):
     stamps = [r["timestamp"] for r in body["data"]]
     assert len(stamps) == 2500 and stamps == sorted(stamps, reverse=True)
     assert stamps[-1] == iso(midnight(-5))
+
+
+def test_client_health_stream_in_many_slices_is_the_one_statement_answer(client, db, monkeypatch):
+    # Slices of about two rows: the width grows across gaps of days and shrinks in busy hours, and
+    # reports at the same instant from several clients stay together in one slice and in order.
+    monkeypatch.setattr(monitor, "STREAM_SLICE_ROWS", 2)
+    cids = [register(client, name=f"slice {i}") for i in range(3)]
+    base = midnight(-6)
+    times = [base + timedelta(minutes=m) for m in (0, 1, 2, 3, 60, 61, 62)] + \
+        [base + timedelta(days=3, hours=h) for h in (0, 5)] + [base + timedelta(days=5, seconds=s) for s in range(9)]
+    send_batch(client, [report(cid, t) for t in times for cid in cids[:2]] + [report(cids[2], times[4])])
+    streamed = json.loads(client.get("/api/user/client_health", query_string={"user_id": "12"}).get_data())["data"]
+    assert len(streamed) == 2 * len(times) + 1
+    assert streamed == get(client, "client_health", limit=10000)["data"]
+    for extra in ({"client_id": cids[1]}, {"before": iso(times[10])},
+                  {"start_date": iso(times[2]), "end_date": iso(times[9])}):
+        streamed = json.loads(client.get("/api/user/client_health",
+                                         query_string={"user_id": "12", **extra}).get_data())["data"]
+        assert streamed and streamed == get(client, "client_health", limit=10000, **extra)["data"]
 
 
 # ---- indexes --------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ stat_out = schemas.Shape(schemas.ClientStat())
 monitor_out = schemas.Shape(schemas.MonitorRow(many=True))
 health_out = schemas.Shape(schemas.HealthRow(many=True))
 STREAM_CHUNK = 2000
+STREAM_SLICE_ROWS = 20_000
 
 
 @bp.get("/client_stat")
@@ -63,21 +64,39 @@ def client_health():
 
 
 def _stream_health(params):
-    """Every matching heartbeat as one envelope, fetched and written in chunks: memory stays flat."""
+    """Every matching heartbeat as one envelope, newest first, written in chunks: memory stays flat.
+
+    The rows are read in slices of time, newest slice first, each sorted on its own: sorting the
+    whole history before the first row took 7.5 s for 5 million rows. A slice's width follows the
+    rows the last one held, aiming at STREAM_SLICE_ROWS."""
     head, tail = envelope_bytes(True, b"[]", OK_MESSAGE).split(b"[]", 1)
-    # A server-side cursor: rows arrive STREAM_CHUNK at a time instead of all at once. It lives in a
-    # transaction, so this connection leaves autocommit (the pool restores it when it is returned).
+    # Server-side cursors: rows arrive STREAM_CHUNK at a time instead of all at once. They live in
+    # a transaction, so this connection leaves autocommit (the pool restores it when it is returned).
     conn = get_db()
     conn.autocommit = False
-    with conn, conn.cursor(f"client_health_{uuid.uuid4().hex}").for_output() as cur:
-        cur.itersize = STREAM_CHUNK
-        cur.execute(queries.client_health.sql, params)
+    with conn:
+        with conn.cursor() as cur:
+            # One snapshot for every slice, as one statement would have.
+            cur.execute("set transaction isolation level repeatable read")
+            cur.execute(queries.client_health_span.sql, {k: v for k, v in params.items() if k != "limit"})
+            span = cur.fetchone()
         yield head + b"["
         first = True
-        while rows := cur.tuples(STREAM_CHUNK):
-            # One orjson call per chunk: the list's brackets are cut off, the rows joined by commas.
-            chunk = dumps(list(map(health_out.plan(cur.description), rows)))[1:-1]
-            yield chunk if first else b"," + chunk
-            first = False
+        upper, width = span["newest"], timedelta(hours=1)
+        if upper is not None:
+            upper += timedelta(microseconds=1)  # the slices' upper bounds are exclusive
+        while upper is not None and upper > span["oldest"]:
+            lower = max(upper - width, span["oldest"])
+            count = 0
+            with conn.cursor(f"client_health_{uuid.uuid4().hex}").for_output() as cur:
+                cur.itersize = STREAM_CHUNK
+                cur.execute(queries.client_health.sql, {**params, "time_from": lower, "time_to": upper})
+                while rows := cur.tuples(STREAM_CHUNK):
+                    # One orjson call per chunk: the list's brackets are cut off, the rows joined by commas.
+                    chunk = dumps(list(map(health_out.plan(cur.description), rows)))[1:-1]
+                    yield chunk if first else b"," + chunk
+                    first = False
+                    count += len(rows)
+            upper = lower
+            width *= min(4.0, max(0.25, STREAM_SLICE_ROWS / max(count, 1)))
     yield b"]" + tail
-

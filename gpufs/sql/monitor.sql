@@ -75,3 +75,19 @@ select h.client_id, a.client_name, h.timestamp,
    and (:client_id::bytea is null or a.client_id = :client_id)
  order by h.timestamp desc, h.client_id
  limit :limit;
+
+-- name: client-health-span(user_id, client_id, time_from, time_to, before)^
+-- The newest and oldest timestamps client-health would return without `limit`, from each
+-- client's end of its client/timestamp index: where the stream's slices start and stop.
+select max(h.newest) as newest, min(h.oldest) as oldest
+  from gpu_assets a
+ cross join lateral (
+       select max(h.timestamp) as newest, min(h.timestamp) as oldest
+         from heartbeat h
+        where h.client_id = a.client_id
+          and (:time_from::timestamptz is null or h.timestamp >= :time_from)
+          and (:time_to::timestamptz is null or h.timestamp < :time_to)
+          and (:before::timestamptz is null or h.timestamp < :before)) h
+ where a.user_id = :user_id
+   and coalesce(a.valid_status, 'valid') = 'valid'
+   and (:client_id::bytea is null or a.client_id = :client_id);
