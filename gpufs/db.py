@@ -292,11 +292,8 @@ def positional(text):
 
 
 def one_row(query, **params):
-    return query(get_db(), **params)
-
-
-def one_dict(query, **params):
-    """The first row of a select as a dict, or None; through `execute`, so it may be prepared."""
+    """The first row a named statement returns, as a dict, or None; through `execute`, so one of
+    PREPARED is prepared."""
     with get_db().cursor() as cur:
         execute(cur, query, params)
         return cur.fetchone()

@@ -5,7 +5,7 @@ from datetime import timedelta
 from flask import Response, stream_with_context
 
 from .. import schemas
-from ..db import dumped_rows, get_db, one_dict, queries
+from ..db import dumped_rows, get_db, one_row, queries
 from ..envelope import OK_MESSAGE, dumps, envelope_bytes
 from . import cached_response, cfg, load_args, user_scope
 from .user import bp
@@ -25,9 +25,9 @@ def client_stat():
     args = load_args(stat_in)
 
     def produce():
-        row = one_dict(queries.client_stat, user_id=args["user_id"],
-                       window_seconds=cfg("ONLINE_WINDOW_SECONDS"),
-                       interval=cfg("HEARTBEAT_INTERVAL_SECONDS"), temp_warning=cfg("TEMP_WARNING_C"))
+        row = one_row(queries.client_stat, user_id=args["user_id"],
+                      window_seconds=cfg("ONLINE_WINDOW_SECONDS"),
+                      interval=cfg("HEARTBEAT_INTERVAL_SECONDS"), temp_warning=cfg("TEMP_WARNING_C"))
         return stat_out.dump(row)
 
     # Online and warning counts change with the clock alone, hence the live (short) TTL.
@@ -78,7 +78,7 @@ def _stream_health(params):
         with conn.cursor() as cur:
             # One snapshot for every slice, as one statement would have.
             cur.execute("set transaction isolation level repeatable read")
-            cur.execute(queries.client_health_span.sql, {k: v for k, v in params.items() if k != "limit"})
+            cur.execute(queries.client_health_span.sql, params)  # psycopg2 ignores the extra `limit`
             span = cur.fetchone()
         yield head + b"["
         first = True

@@ -3,7 +3,7 @@ client_status_list and client_device_detail (monitoring views live in monitor.py
 from flask import Blueprint
 
 from .. import schemas
-from ..db import dumped_rows, get_db, one_dict, one_row, queries, state
+from ..db import dumped_rows, get_db, one_row, queries, state
 from ..envelope import respond
 from ..errors import Conflict, NotFound
 from . import cached_response, cfg, load_args, load_json, user_scope
@@ -75,8 +75,8 @@ def client_device_detail():
     args = load_args(detail_in)
 
     def produce():
-        system = one_dict(queries.client_detail, user_id=args["user_id"], client_id=args["client_id"],
-                          interval=cfg("HEARTBEAT_INTERVAL_SECONDS"))
+        system = one_row(queries.client_detail, user_id=args["user_id"], client_id=args["client_id"],
+                         interval=cfg("HEARTBEAT_INTERVAL_SECONDS"))
         if system is None:
             raise NotFound("client_id: no such client for this user")
         return {"system_info": system_out.dump(system),
