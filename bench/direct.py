@@ -1,5 +1,6 @@
 """The database's own cost, measured from this process: the read endpoints' SQL in a psycopg2 loop,
 and the write limit of the data model, COPYing the rows heartbeat reports produce."""
+import functools
 import io
 import os
 import statistics
@@ -7,9 +8,8 @@ import time
 from datetime import datetime, timezone
 
 import psycopg2
-from psycopg2 import sql as pgsql
 
-from gpufs.db import positional
+from gpufs import db
 
 # What one report of 8 GPUs writes (heartbeat.sql's ingest-reports): the raw heartbeat, its
 # bucket claim, the snapshot (system_info, a device_info row per GPU) and the daily rollups
@@ -32,27 +32,20 @@ TABLES = {
 ROWS_PER_REPORT = 1 + 1 + 1 + GPUS + 1 + GPUS
 
 
-def connect(dsn):
-    conn = psycopg2.connect(dsn, options="-c TimeZone=UTC")
-    conn.autocommit = True
-    return conn
-
-
 def sql_loop(dsn, statements, seconds, warmup=0.5, spacing=0.0, prepared=False):
-    """Seconds per round of `statements` [(sql, params)], each executed and fetched, in a loop.
-    With `prepared`, each is PREPAREd once and EXECUTEd in the loop, as the server runs the reads
-    in gpufs.db.PREPARED. With `spacing`, this process keeps its CPU busy that long between
-    rounds (not timed), as a server does between one request's SQL and the next: on a VM the
-    database then wakes from idle for each statement, which a tight loop never lets it do."""
-    conn = connect(dsn)
+    """Seconds per round of `statements` [(aiosql query, params)], each executed and fetched, in a
+    loop, through the server's own gpufs.db.execute: with `prepared`, a query in PREPARED is
+    prepared once and EXECUTEd after that, as the server runs it. With `spacing`, this process
+    keeps its CPU busy that long between rounds (not timed), as a server does between one
+    request's SQL and the next: on a VM the database then wakes from idle for each statement,
+    which a tight loop never lets it do."""
+    conn = psycopg2.connect(dsn, options="-c TimeZone=UTC",
+                            connection_factory=functools.partial(db.Connection, prepare=prepared))
     try:
         with conn.cursor() as cur:
-            if prepared:
-                statements = [_prepare(cur, f"bench_{i}", sql, params) for i, (sql, params) in enumerate(statements)]
-
             def once():
-                for sql, params in statements:
-                    cur.execute(sql, params)
+                for query, params in statements:
+                    db.execute(cur, query, params)
                     cur.fetchall()
 
             deadline = time.monotonic() + warmup
@@ -71,14 +64,6 @@ def sql_loop(dsn, statements, seconds, warmup=0.5, spacing=0.0, prepared=False):
             return spent / rounds
     finally:
         conn.close()
-
-
-def _prepare(cur, name, sql, params):
-    """PREPARE `sql` under `name` as gpufs.db does; returns its EXECUTE statement and arguments."""
-    text, names = positional(sql)
-    cur.execute(pgsql.SQL("prepare {} as ").format(pgsql.Identifier(name)) + pgsql.SQL(text))
-    arguments = pgsql.SQL(", ").join(pgsql.Placeholder() for _ in names)
-    return pgsql.SQL("execute {}({})").format(pgsql.Identifier(name), arguments), [params[n] for n in names]
 
 
 def copy_limit(dsn, reports, repeats):

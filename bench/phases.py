@@ -44,21 +44,22 @@ class Bench:
                 "client_health page": f"/api/user/client_health?user_id={user}&limit=100"}[endpoint]
 
     def statements(self, endpoint):
-        """The SQL the endpoint runs on a cache miss, with the same parameters."""
+        """The statements the endpoint runs on a cache miss, [(aiosql query, params)], with the same
+        parameters."""
         s, user = self.settings, self.layout.main
         window, interval = s["ONLINE_WINDOW_SECONDS"], s["HEARTBEAT_INTERVAL_SECONDS"]
         first = hashlib.md5(f"{user}:1".encode()).digest()
         return {
-            "client_list": [(queries.client_list.sql, {
+            "client_list": [(queries.client_list, {
                 "user_id": user, "client_id": None, "status": None, "name": None, "valid_status": None,
                 "live": False, "window_seconds": window, "interval": interval})],
-            "client_stat": [(queries.client_stat.sql, {
+            "client_stat": [(queries.client_stat, {
                 "user_id": user, "window_seconds": window, "interval": interval,
                 "temp_warning": s["TEMP_WARNING_C"]})],
             "client_device_detail": [
-                (queries.client_detail.sql, {"user_id": user, "client_id": first, "interval": interval}),
-                (queries.client_devices.sql, {"client_id": first})],
-            "models/get": [(queries.models_list.sql, {"is_active": None, "min_gpu_memory_gb": None})],
+                (queries.client_detail, {"user_id": user, "client_id": first, "interval": interval}),
+                (queries.client_devices, {"client_id": first})],
+            "models/get": [(queries.models_list, {"is_active": None, "min_gpu_memory_gb": None})],
         }[endpoint]
 
 
