@@ -9,6 +9,7 @@ from gpufs import create_app
 from gpufs import db as db_module
 
 from .conftest import register
+from .reports import gpu, report, send
 
 
 def _open_transactions(db, pid):
@@ -113,11 +114,7 @@ def _answers(client, reads):
 def test_polled_reads_answer_the_same_prepared_or_not(app_config, client, db):
     cid = register(client, name="GPU box")
     register(client, name="spare", status="maintenance")
-    report = {"client_id": cid, "system": {"cpu_usage": 45.5, "memory_usage": 60, "disk_usage": 30,
-                                           "network_rx": 1000, "network_tx": 2000},
-              "devices": [{"index": i, "name": f"GPU {i}", "temp": 90 - i, "usage": 50, "mem_usage": 40,
-                           "power_usage": 300} for i in range(2)]}
-    assert client.post("/api/client/heartbeat", json=report).status_code == 200
+    send(client, report(cid, None, cpu=45.5, devices=[gpu(i, name=f"GPU {i}", temp=90 - i) for i in range(2)]))
     for gb, active in ((8, True), (24, True), (None, False)):
         client.post("/api/models/insert", json={"name": f"m{gb}", "version": "1", "version_code": 1, "engine_type": 0,
                                                 "min_gpu_memory_gb": gb, "is_active": active})
@@ -189,12 +186,8 @@ def test_single_reports_answer_the_same_prepared_or_not(app_config, client, db):
             posting = app.test_client()
             answers = []
             for m in minutes:
-                report = {"client_id": cid, "timestamp": (base + timedelta(minutes=m)).isoformat(),
-                          "system": {"cpu_usage": 10 + m, "memory_usage": 60, "disk_usage": 30,
-                                     "network_rx": 1000 * m, "network_tx": 2000},
-                          "devices": [{"index": 0, "name": "GPU", "temp": 70, "usage": m, "mem_usage": 40,
-                                       "power_usage": 300}]}
-                resp = posting.post("/api/client/heartbeat", json=report)
+                resp = posting.post("/api/client/heartbeat", json=report(
+                    cid, base + timedelta(minutes=m), cpu=10 + m, rx=1000 * m, devices=[gpu(usage=m)]))
                 answers.append((resp.status_code, resp.get_json()["data"]))
             with _pooled(app).cursor() as cur:
                 cur.execute("select name from pg_prepared_statements")
@@ -219,10 +212,7 @@ def test_a_single_report_after_the_session_lost_its_statements_is_stored(app, cl
     base = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
 
     def post(minute):
-        return client.post("/api/client/heartbeat", json={
-            "client_id": cid, "timestamp": (base + timedelta(minutes=minute)).isoformat(),
-            "system": {"cpu_usage": 1, "memory_usage": 2, "disk_usage": 3, "network_rx": 0, "network_tx": 0},
-            "devices": []})
+        return client.post("/api/client/heartbeat", json=report(cid, base + timedelta(minutes=minute), devices=[]))
 
     assert post(0).get_json()["data"] == {"status": "stored", "counted": True}
     with _pooled(app).cursor() as cur:
