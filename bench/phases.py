@@ -257,7 +257,8 @@ def uncached_reads(b, srv, w):
         # gpufs.db.PREPARED), so the ratio is what the server adds to the database's own cost.
         sql = min(direct.sql_loop(b.dsn, b.statements(name), b.args.seconds, prepared=prepared)
                   for _ in range(rounds)) * 1000
-        plain = min(direct.sql_loop(b.dsn, b.statements(name), b.args.seconds) for _ in range(rounds)) * 1000
+        plain = min(direct.sql_loop(b.dsn, b.statements(name), b.args.seconds)
+                    for _ in range(rounds)) * 1000 if prepared else sql
         server = _server_ms(before, after, paths[name].split("?", 1)[0])
         # The same SQL with the server's other work (its time less the SQL's) between statements.
         spaced = direct.sql_loop(b.dsn, b.statements(name), b.args.seconds,
