@@ -1,6 +1,7 @@
 """Monitoring figures computed from ingested reports: live status, client_stat, health and uptime,
 client_monitor rollups, client_health ranges and paging, and the indexes behind them."""
 import json
+import tracemalloc
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -430,6 +431,26 @@ def test_client_health_without_limit_streams_every_row(client, db):
     stamps = [r["timestamp"] for r in body["data"]]
     assert len(stamps) == 2500 and stamps == sorted(stamps, reverse=True)
     assert stamps[-1] == iso(midnight(-5))
+
+
+def test_client_health_stream_holds_a_chunk_not_the_answer(client, db, monkeypatch):
+    # "Memory stays flat however many rows match": while 30,000 rows stream out in chunks of 200,
+    # the Python memory in use at its peak stays a small part of the answer, which a buffered
+    # answer would hold whole.
+    monkeypatch.setattr(monitor, "STREAM_CHUNK", 200)
+    cid = register(client)
+    rows(db, """insert into heartbeat (client_id, cpu_usage, mem_usage, disk_usage, timestamp)
+                select %s, 1, 2, 3, %s + make_interval(secs => n) from generate_series(1, 30000) as n""",
+         bytes.fromhex(cid), midnight(-3))
+    resp = client.get("/api/user/client_health", query_string={"user_id": "12"}, buffered=False)
+    tracemalloc.start()
+    try:
+        size = sum(len(chunk) for chunk in resp.response)  # each chunk dropped once counted
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        resp.close()
+    assert size > 5_000_000 and peak < size / 4, (size, peak)
 
 
 def test_client_health_stream_in_many_slices_is_the_one_statement_answer(client, db, monkeypatch):
