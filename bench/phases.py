@@ -57,8 +57,7 @@ class Bench:
                 "user_id": user, "window_seconds": window, "interval": interval,
                 "temp_warning": s["TEMP_WARNING_C"]})],
             "client_device_detail": [
-                (queries.client_detail, {"user_id": user, "client_id": first, "interval": interval}),
-                (queries.client_devices, {"client_id": first})],
+                (queries.client_detail, {"user_id": user, "client_id": first, "interval": interval})],
             "models/get": [(queries.models_list, {"is_active": None, "min_gpu_memory_gb": None})],
         }[endpoint]
 

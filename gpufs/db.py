@@ -222,8 +222,8 @@ def dumped_rows(query, shape, **params):
 # heartbeat report's write, whose planning took three times as long as its execution; a batch
 # keeps plain statements, because its plan depends on how many reports it carries. Not the health
 # page: a generic plan of its time range could be far off for another range.
-PREPARED = frozenset({"models_list", "client_list", "client_detail", "client_devices", "client_stat",
-                      "client_monitor", "ingest_reports_one"})
+PREPARED = frozenset({"models_list", "client_list", "client_detail", "client_stat", "client_monitor",
+                      "ingest_reports_one"})
 
 
 # What EXECUTE raises when its prepared statement no longer fits the session.
@@ -297,3 +297,10 @@ def one_row(query, **params):
     with get_db().cursor() as cur:
         execute(cur, query, params)
         return cur.fetchone()
+
+
+def all_rows(query, **params):
+    """Every row a named statement returns, as dicts; through `execute`, like one_row."""
+    with get_db().cursor() as cur:
+        execute(cur, query, params)
+        return cur.fetchall()

@@ -498,7 +498,6 @@ def test_list_stat_and_detail_never_scan_the_heartbeat_table(client, db):
         "client_stat": (queries.client_stat.sql, {"user_id": "12", "window_seconds": 120, "interval": 120,
                                                   "temp_warning": 85}),
         "client_detail": (queries.client_detail.sql, {"user_id": "12", "client_id": cid, "interval": 120}),
-        "client_devices": (queries.client_devices.sql, {"client_id": cid}),
     }
     with db.cursor() as cur:
         for name, (text, params) in plans.items():

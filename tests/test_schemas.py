@@ -40,14 +40,13 @@ def rows(app, client, db):
         common = {"user_id": "12", "window_seconds": 120, "interval": 120}
         listed = all_rows(queries.client_list, client_id=None, status=None, name=None, valid_status=None,
                           live=True, **common)
+        detail = all_rows(queries.client_detail, user_id="12", client_id=bytes.fromhex(cid), interval=120)
         yield {
             # The list reads the views dump from tuples: (schema, query, parameters).
             "queries": {
                 "list": (schemas.ClientItem(many=True), queries.client_list, {
                     "client_id": None, "status": None, "name": None, "valid_status": None, "live": True,
                     **common}),
-                "devices": (schemas.DeviceInfo(many=True), queries.client_devices,
-                            {"client_id": bytes.fromhex(cid)}),
                 "monitor": (schemas.MonitorRow(many=True), queries.client_monitor,
                             {"user_id": "12", "client_id": None, "date_from": None, "date_to": None}),
                 "health": (schemas.HealthRow(many=True), queries.client_health, {
@@ -58,9 +57,7 @@ def rows(app, client, db):
             },
             "list": (schemas.ClientList(), {"total": len(listed), "devices": listed}),
             "detail": (schemas.ClientDetail(), {
-                "system_info": one_row(queries.client_detail, user_id="12", client_id=bytes.fromhex(cid),
-                                       interval=120),
-                "device_info": all_rows(queries.client_devices, client_id=bytes.fromhex(cid))}),
+                "system_info": detail[0], "device_info": [row for row in detail if row["device_index"] is not None]}),
             "stat": (schemas.ClientStat(), one_row(queries.client_stat, temp_warning=85, **common)),
             "monitor": (schemas.MonitorRow(many=True), all_rows(queries.client_monitor, user_id="12",
                                                                 client_id=None, date_from=None, date_to=None)),
@@ -77,10 +74,11 @@ def test_shape_dumps_exactly_what_the_schema_dumps(rows, view):
     schema, data = rows[view]
     expected = schema.dump(data)
     assert expected  # real rows, not an empty list
-    assert schemas.Shape(schema).dump(data) == expected
+    # Bytes, not ==: an integer field must not come out as 5.0, nor a float one as 5.
+    assert dumps(schemas.Shape(schema).dump(data)) == dumps(expected)
 
 
-@pytest.mark.parametrize("view", ["list", "devices", "monitor", "health", "models"])
+@pytest.mark.parametrize("view", ["list", "monitor", "health", "models"])
 def test_rows_dumped_from_tuples_are_byte_for_byte_the_schema_dump(rows, view):
     schema, query, params = rows["queries"][view]
     expected = dumps(schema.dump(all_rows(query, **params)))

@@ -3,7 +3,7 @@ client_status_list and client_device_detail (monitoring views live in monitor.py
 from flask import Blueprint
 
 from .. import schemas
-from ..db import dumped_rows, get_db, one_row, queries, state
+from ..db import all_rows, dumped_rows, get_db, one_row, queries, state
 from ..envelope import respond
 from ..errors import Conflict, NotFound
 from . import cached_response, cfg, load_args, load_json, user_scope
@@ -75,12 +75,13 @@ def client_device_detail():
     args = load_args(detail_in)
 
     def produce():
-        system = one_row(queries.client_detail, user_id=args["user_id"], client_id=args["client_id"],
-                         interval=cfg("HEARTBEAT_INTERVAL_SECONDS"))
-        if system is None:
+        rows = all_rows(queries.client_detail, user_id=args["user_id"], client_id=args["client_id"],
+                        interval=cfg("HEARTBEAT_INTERVAL_SECONDS"))
+        if not rows:
             raise NotFound("client_id: no such client for this user")
-        return {"system_info": system_out.dump(system),
-                "device_info": dumped_rows(queries.client_devices, device_out, client_id=args["client_id"])}
+        # The snapshot on every row, a GPU per row (none on the one row of a client without GPUs).
+        return {"system_info": system_out.dump(rows[0]),
+                "device_info": device_out.dump([row for row in rows if row["device_index"] is not None])}
 
     key = {"client_id": args["client_id"].hex()}
     return cached_response(user_scope(args["user_id"]), "client_device_detail", key, produce)
