@@ -218,12 +218,13 @@ def dumped_rows(query, shape, **params):
 
 
 # Statements each connection plans once. The reads a dashboard polls: planning them took as
-# long as running them or longer (the health window's functions are inlined into each). And one
-# heartbeat report's write, whose planning took three times as long as its execution; a batch
-# keeps plain statements, because its plan depends on how many reports it carries. Not the health
-# page: a generic plan of its time range could be far off for another range.
+# long as running them or longer (the health window's functions are inlined into each). The
+# clients check every report takes (the same plan for any number of ids), and one heartbeat
+# report's write, whose planning took three times as long as its execution; a batch's write
+# keeps a plain statement, because its plan depends on how many reports it carries. Not the
+# health page: a generic plan of its time range could be far off for another range.
 PREPARED = frozenset({"models_list", "client_list", "client_detail", "client_stat", "client_monitor",
-                      "ingest_reports_one"})
+                      "report_clients", "ingest_reports_one"})
 
 
 # What EXECUTE raises when its prepared statement no longer fits the session.
@@ -246,9 +247,10 @@ def execute(cur, query, params, statement=None):
     except STALE_STATEMENT:
         # The session lost its statements (DISCARD ALL) or a migration altered a column under
         # one ("cached plan must not change result type"): prepared again, it reads what is
-        # there now. In a transaction (`with conn:` begins one even in autocommit) the error
-        # aborted it, so only the next use prepares anew; ingest retries its transaction.
-        conn.statements.pop(statement, None)
+        # there now. All of them are forgotten, since a lost session lost every one. In a
+        # transaction (`with conn:` begins one even in autocommit) the error aborted it, so only
+        # the next use prepares anew; ingest retries its transaction.
+        conn.statements.clear()
         if conn.info.transaction_status != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
             raise
         prepared = _prepare(cur, query, statement)

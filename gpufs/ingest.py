@@ -95,14 +95,13 @@ def ingest_one(conn, report):
 
 
 def _clients(conn, client_ids):
-    rows = queries.report_clients(conn, client_ids=sorted(client_ids))
-    return {bytes(row["client_id"]): row for row in rows}
+    with conn.cursor() as cur:
+        execute(cur, queries.report_clients, {"client_ids": sorted(client_ids)})
+        return {bytes(row["client_id"]): row for row in cur.fetchall()}
 
 
 def _write(conn, accepted, clients, settings, results):
     """Write the accepted reports; fill their results and return the owners of stored ones."""
-    client_ids = sorted({report["client_id"] for _, report in accepted})
-    list(queries.lock_clients(conn, client_ids=client_ids))
     payload = [orjson.dumps(_row(index, report)).decode() for index, report in accepted]
     params = {"reports": payload, "interval": int(settings["HEARTBEAT_INTERVAL_SECONDS"]),
               "retention_days": int(settings["HEARTBEAT_RETENTION_DAYS"])}
@@ -119,8 +118,6 @@ def _write(conn, accepted, clients, settings, results):
             results[index] = _result(index, "stored", 200, message, row["counted"])
         else:
             results[index] = _result(index, "duplicate", 200, DUPLICATE)
-    if touched:
-        queries.touch_clients(conn, client_ids=sorted(touched))
     return {clients[cid]["user_id"] for cid in touched}
 
 

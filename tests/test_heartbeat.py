@@ -97,6 +97,21 @@ def test_report_older_than_snapshot_does_not_replace_it(client, db, cid):
     assert one(db, "select count(*) from heartbeat") == (2,)
 
 
+
+def test_every_stored_report_proves_the_client_alive_and_a_duplicate_does_not(client, db, cid):
+    seen = "select now() - last_seen_at < interval '1 minute' from system_info"
+    send(client, report(cid, ts=YESTERDAY_10))
+    rows(db, "update system_info set last_seen_at = now() - interval '1 hour'")
+    assert send(client, report(cid, ts=YESTERDAY_10))["data"]["status"] == "duplicate"
+    assert one(db, seen) == (False,)  # nothing stored, nothing proven
+    send(client, report(cid, ts=YESTERDAY_10 + timedelta(minutes=2)))  # newer: replaces the snapshot
+    assert one(db, seen) == (True,)
+    rows(db, "update system_info set last_seen_at = now() - interval '1 hour'")
+    send_batch(client, [report(cid, ts=YESTERDAY_10 + timedelta(minutes=4)),  # one newer, one late
+                        report(cid, ts=YESTERDAY_10 - timedelta(minutes=4))])
+    assert one(db, seen) == (True,)
+    assert one(db, "select reported_at from system_info") == (YESTERDAY_10 + timedelta(minutes=4),)
+
 # ---- counting: duplicates and buckets -------------------------------------------------------
 
 def test_duplicate_report_is_stored_once_and_adds_nothing(client, db, cid):

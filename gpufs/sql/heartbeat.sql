@@ -1,22 +1,23 @@
 -- Heartbeat ingestion: what POST /api/client/heartbeat(s) and the fleet simulator run.
--- A batch is: report-clients, then in one transaction lock-clients, ingest-reports and
--- touch-clients. Every statement takes the whole batch, so its cost does not grow with
--- one statement per report.
+-- A batch is one transaction of two statements: report-clients, then ingest-reports. Every
+-- statement takes the whole batch, so its cost does not grow with one statement per report.
 
 -- name: report-clients(client_ids)
 -- The registered clients among `client_ids`, with owner and validity, to accept or reject reports.
+-- First it serializes writers of the same clients until commit, taking the locks in one global
+-- order so two batches naming the same clients cannot deadlock: the next statement, ingest-reports,
+-- then starts from what the previous writer committed. The lock is a one-time filter, taken before
+-- any row is read; in this statement rather than one of its own, a round trip fewer per report.
+with locks as (
+    select pg_advisory_xact_lock(7354, k.key)
+      from (select distinct ('x' || left(encode(c, 'hex'), 8))::bit(32)::integer as key
+              from unnest(:client_ids::bytea[]) as c
+             order by 1) as k
+)
 select client_id, user_id, coalesce(valid_status, 'valid') as valid_status
   from gpu_assets
- where client_id = any(:client_ids::bytea[]);
-
--- name: lock-clients(client_ids)
--- Serialize writers of the same client until commit, taking the locks in one global order
--- so two batches naming the same clients cannot deadlock. Run before ingest-reports, so
--- that statement's snapshot already sees what the previous writer committed.
-select pg_advisory_xact_lock(7354, k.key)
-  from (select distinct ('x' || left(encode(c, 'hex'), 8))::bit(32)::integer as key
-          from unnest(:client_ids::bytea[]) as c
-         order by 1) as k;
+ where (select count(*) from locks) >= 0
+   and client_id = any(:client_ids::bytea[]);
 
 -- name: ingest-reports(reports, interval, retention_days)
 -- Write accepted reports (an array of JSON documents, see gpufs/ingest.py; an array
@@ -27,7 +28,8 @@ select pg_advisory_xact_lock(7354, k.key)
 -- A report is counted when it is the first stored report in its bucket (bucket width of
 -- its UTC day from heartbeat_config_daily, else `interval`); inside the batch the first
 -- in input order wins. Reports older than the retention window are stored but never
--- counted, since their bucket claims may already have been pruned.
+-- counted, since their bucket claims may already have been pruned. A client with a stored
+-- report was seen now (liveness, last_online), whatever time its reports carry.
 with input as (
     select r.ord, decode(r.client_id, 'hex') as client_id, coalesce(r.ts, now()) as ts,
            r.cpu, r.mem, r.disk, r.rx, r.tx, r.memsize, r.tflops, coalesce(r.devices, '[]') as devices,
@@ -157,9 +159,18 @@ with input as (
            device_count   = excluded.device_count,
            total_tflops   = excluded.total_tflops,
            reported_at    = excluded.reported_at,
+           last_seen_at   = greatest(s.last_seen_at, now()),
            updated_at     = now()
      where s.reported_at is null or s.reported_at < excluded.reported_at
     returning client_id
+), seen as (
+    -- A client whose snapshot stayed (its reports are older) was still seen now. Only rows the
+    -- snapshot did not write: one statement cannot update a row twice.
+    update system_info
+       set last_seen_at = greatest(last_seen_at, now())
+     where client_id in (select client_id from latest)
+       and client_id not in (select client_id from snapshot)
+    returning 1
 ), replaced as (
     select client_id, devices
       from latest
@@ -195,13 +206,6 @@ select i.ord, s.ord is not null as stored, coalesce(s.counted, false) as counted
   from input i
   left join scored s on s.ord = i.ord
  order by i.ord;
-
--- name: touch-clients(client_ids)!
--- The server received a stored report from these clients now (liveness, last_online),
--- whatever time the reports carry; the snapshot rows exist, ingest-reports made them.
-update system_info
-   set last_seen_at = greatest(last_seen_at, now())
- where client_id = any(:client_ids::bytea[]);
 
 -- name: prune-heartbeats(cutoff, batch)!
 -- Delete at most `batch` raw heartbeats older than `cutoff`; the caller repeats until none is left.
