@@ -1,4 +1,5 @@
 """gpuf-s API server: create_app() for standalone use, init_app() to embed in a host Flask app."""
+import functools
 import logging
 
 from flask import Flask, request
@@ -63,11 +64,23 @@ def init_app(app, url_prefix=None, config=None):
     origins = settings["CORS_ORIGINS"] or ("*" if settings["AUTH_MODE"] == "none" else "")
     if origins:
         wildcard = origins == "*"
+        hooks = app.after_request_funcs.setdefault(None, [])
+        before = list(hooks)
         # CORS headers only for requests that carry an Origin (browsers always send it across
         # origins): for curl, agents and server-side pollers they were 45 µs of every request.
         CORS(app, resources={prefix + "/*": {"origins": "*" if wildcard else origins.split(",")}},
              send_wildcard=wildcard, supports_credentials=False, always_send=False)
+        # Without an Origin, flask_cors's hook adds nothing (always_send=False), but only after
+        # matching the path and reading the headers: about a twelfth of a cached read.
+        hooks[:] = [hook if hook in before else _when_origin(hook) for hook in hooks]
     return state
+
+
+def _when_origin(hook):
+    @functools.wraps(hook)
+    def when_origin(response):
+        return hook(response) if request.environ.get("HTTP_ORIGIN") else response
+    return when_origin
 
 
 def create_app(test_config=None):
