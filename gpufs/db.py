@@ -293,16 +293,15 @@ def positional(text):
     return _PLACEHOLDER.sub(number, text), names
 
 
-def one_row(query, **params):
-    """The first row a named statement returns, as a dict, or None; through `execute`, so one of
-    PREPARED is prepared."""
-    with get_db().cursor() as cur:
-        execute(cur, query, params)
-        return cur.fetchone()
-
-
 def all_rows(query, **params):
-    """Every row a named statement returns, as dicts; through `execute`, like one_row."""
+    """Every row a named statement returns, as dicts; through `execute`, so one of PREPARED is
+    prepared."""
     with get_db().cursor() as cur:
         execute(cur, query, params)
         return cur.fetchall()
+
+
+def one_row(query, **params):
+    """The row of a one-row statement (aiosql's `^`), as a dict, or None."""
+    rows = all_rows(query, **params)
+    return rows[0] if rows else None

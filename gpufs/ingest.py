@@ -44,8 +44,8 @@ def ingest(conn, reports, rejected=None, *, settings=None):
     try:
         results, owners = _store(conn, reports, rejected, settings)
     except STALE_STATEMENT:
-        # The transaction rolled back whole and execute() forgot the lost statement: once more,
-        # prepared anew.
+        # The transaction rolled back whole and execute() forgot the session's statements: once
+        # more, prepared anew.
         results, owners = _store(conn, reports, rejected, settings)
     if owners:
         state().cache.invalidate(*{f"user:{uid}" for uid in owners})
