@@ -97,7 +97,6 @@ def test_report_older_than_snapshot_does_not_replace_it(client, db, cid):
     assert one(db, "select count(*) from heartbeat") == (2,)
 
 
-
 def test_every_stored_report_proves_the_client_alive_and_a_duplicate_does_not(client, db, cid):
     seen = "select now() - last_seen_at < interval '1 minute' from system_info"
     send(client, report(cid, ts=YESTERDAY_10))
@@ -111,6 +110,7 @@ def test_every_stored_report_proves_the_client_alive_and_a_duplicate_does_not(cl
                         report(cid, ts=YESTERDAY_10 - timedelta(minutes=4))])
     assert one(db, seen) == (True,)
     assert one(db, "select reported_at from system_info") == (YESTERDAY_10 + timedelta(minutes=4),)
+
 
 # ---- counting: duplicates and buckets -------------------------------------------------------
 

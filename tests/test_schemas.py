@@ -11,17 +11,10 @@ from hypothesis import strategies as st
 from marshmallow import ValidationError
 
 from gpufs import schemas
-from gpufs.db import dumped_rows, get_db, one_row, queries
+from gpufs.db import all_rows, dumped_rows, get_db, one_row, queries
 from gpufs.envelope import dumps, isoz
 
 from .conftest import register
-
-
-def all_rows(query, **params):
-    """The rows as dicts, as marshmallow's dump takes them."""
-    with get_db().cursor() as cur:
-        cur.execute(query.sql, params)
-        return cur.fetchall()
 
 
 @pytest.fixture
