@@ -59,7 +59,8 @@ def _store(conn, reports, rejected, settings):
     results = dict(rejected or {})
     owners = set()
     with conn:
-        clients = _clients(conn, {report["client_id"] for _, report in reports})
+        # A batch whose every report failed validation has no client to check or lock.
+        clients = _clients(conn, {report["client_id"] for _, report in reports}) if reports else {}
         accepted = []
         for index, report in reports:
             client = clients.get(report["client_id"])

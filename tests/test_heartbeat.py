@@ -289,6 +289,13 @@ def test_batch_with_mixed_good_and_bad_reports_answers_each_in_order(client, db,
     assert one(db, "select count(*) from heartbeat where client_id = %s", bytes.fromhex(invalid)) == (0,)
 
 
+def test_a_batch_of_only_invalid_reports_answers_each_and_writes_nothing(client, db, cid):
+    data = send_batch(client, [report(cid, cpu=101), "not a report"])["data"]
+    assert (data["stored"], data["duplicates"], data["rejected"]) == (0, 0, 2)
+    assert [(r["index"], r["code"]) for r in data["results"]] == [(0, 400), (1, 400)]
+    assert one(db, "select count(*) from heartbeat") == (0,)
+
+
 @pytest.mark.parametrize("body, message", [
     ({"reports": []}, "reports: must hold 1-1000 reports"),
     ({"reports": [{}] * 1001}, "reports: must hold 1-1000 reports"),
