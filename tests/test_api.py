@@ -76,6 +76,23 @@ def test_cors_headers_answer_an_origin_only(client):
     assert "Access-Control-Allow-Origin" not in client.get("/api/models/get").headers  # curl, agents
 
 
+def test_cors_origins_listed_are_answered_on_answers_and_errors_and_no_others(app_config, db):
+    app = create_app({**app_config, "CORS_ORIGINS": "https://portal.example,https://ops.example"})
+    try:
+        client = app.test_client()
+        portal = {"Origin": "https://portal.example"}
+        preflight = client.options("/api/models/get", headers={**portal, "Access-Control-Request-Method": "GET"})
+        assert preflight.headers["Access-Control-Allow-Origin"] == "https://portal.example"
+        assert client.get("/api/models/get", headers=portal).headers["Access-Control-Allow-Origin"] == \
+            "https://portal.example"
+        error = client.get("/api/user/client_list", headers=portal)  # 400: user_id missing
+        assert error.status_code == 400 and error.headers["Access-Control-Allow-Origin"] == "https://portal.example"
+        for headers in ({"Origin": "https://evil.example"}, {}):
+            assert "Access-Control-Allow-Origin" not in client.get("/api/models/get", headers=headers).headers
+    finally:
+        app.extensions["gpufs"].close()
+
+
 # ---- embedding -----------------------------------------------------------------------------
 
 def test_host_app_embeds_blueprints_under_its_prefix(app_config):
