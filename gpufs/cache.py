@@ -1,14 +1,20 @@
 """Redis cache-aside for polled reads: never stale after a write, never required.
 
-Values are versioned per user: every cached read of a user's data is stored prefixed
-with the user's current version number, and every write that changes that user's data
-(client registry changes and heartbeat ingestion alike) increments the number with one
-INCR. A read fetches the version and the value in one MGET and uses the value only if
-its prefix is the current version. Nothing is deleted or scanned, so a busy fleet's
-heartbeats cost one O(1) INCR per user per request rather than a flush storm, and a
-read racing a write can only store its result under the old version, which is a miss.
+Values are versioned per scope: every cached read is stored prefixed with its scope's
+current version number, and every write that changes the scope's data increments the
+number with one INCR. A read fetches the version and the value in one MGET and uses the
+value only if its prefix is the current version. Nothing is deleted or scanned, so a busy
+fleet's heartbeats cost one O(1) INCR per scope per request rather than a flush storm, and
+a read racing a write can only store its result under the old version, which is a miss.
 Views that change with the clock alone (live status) use a short TTL, well inside the
 online window.
+
+The scopes: a user's fleet views (user_scope), one client's views (client_scope) and the
+model catalogue. A view of one client depends on that client's rows only, so it has a
+scope of its own: with a hundred clients reporting every two minutes, the user's version
+moves about once a second and a fleet-wide scope would make a client's page poll always
+miss. insert_client and edit_client_info bump the client's scope and its user's; a stored
+report bumps its client's and its owner's.
 
 Redis is optional: any Redis failure (down, slow, garbage) is a miss; the request is
 answered from PostgreSQL, a warning is logged at most once per interval, and Redis is
@@ -147,6 +153,16 @@ class Cache:
         except (redis.RedisError, OSError) as err:
             self._failed(err)
             return "down"
+
+
+def user_scope(user_id):
+    """The views of a user's whole fleet: client_list, client_status_list, client_stat, client_monitor."""
+    return f"user:{user_id}"
+
+
+def client_scope(client_id):
+    """The views of one client (`client_id` as bytes): client_device_detail, client_monitor of it."""
+    return f"client:{client_id.hex()}"
 
 
 def _version_key(scope):

@@ -1,10 +1,12 @@
 """Heartbeat ingestion: validate reports, check their clients, write the accepted ones set-based in one
-transaction (heartbeat.sql), then invalidate the owners' cached reads. Used by the API and the simulator."""
+transaction (heartbeat.sql), then invalidate the cached reads of their clients and owners. Used by the
+API and the simulator."""
 import orjson
 from marshmallow import ValidationError
 
 from . import metrics, schemas
 from .auth import may_report_for
+from .cache import client_scope, user_scope
 from .db import STALE_STATEMENT, execute, queries, state
 from .errors import Forbidden, NotFound, validation_message
 
@@ -42,13 +44,13 @@ def ingest(conn, reports, rejected=None, *, settings=None):
     """
     settings = settings or state().config
     try:
-        results, owners = _store(conn, reports, rejected, settings)
+        results, stored = _store(conn, reports, rejected, settings)
     except STALE_STATEMENT:
         # The transaction rolled back whole and execute() forgot the session's statements: once
         # more, prepared anew.
-        results, owners = _store(conn, reports, rejected, settings)
-    if owners:
-        state().cache.invalidate(*{f"user:{uid}" for uid in owners})
+        results, stored = _store(conn, reports, rejected, settings)
+    if stored:
+        state().cache.invalidate(*{user_scope(uid) for uid in stored.values()}, *map(client_scope, stored))
     ordered = [results[i] for i in sorted(results)]
     counts = summary(ordered)
     metrics.count_heartbeats(stored=counts["stored"], duplicates=counts["duplicates"], rejected=counts["rejected"])
@@ -57,7 +59,7 @@ def ingest(conn, reports, rejected=None, *, settings=None):
 
 def _store(conn, reports, rejected, settings):
     results = dict(rejected or {})
-    owners = set()
+    stored = {}
     with conn:
         # A batch whose every report failed validation has no client to check or lock.
         clients = _clients(conn, {report["client_id"] for _, report in reports}) if reports else {}
@@ -73,8 +75,8 @@ def _store(conn, reports, rejected, settings):
             else:
                 accepted.append((index, report))
         if accepted:
-            owners = _write(conn, accepted, clients, settings, results)
-    return results, owners
+            stored = _write(conn, accepted, clients, settings, results)
+    return results, stored
 
 
 def summary(results):
@@ -102,7 +104,7 @@ def _clients(conn, client_ids):
 
 
 def _write(conn, accepted, clients, settings, results):
-    """Write the accepted reports; fill their results and return the owners of stored ones."""
+    """Write the accepted reports; fill their results and return {client_id: owner} of the stored ones."""
     payload = [orjson.dumps(_row(index, report)).decode() for index, report in accepted]
     params = {"reports": payload, "interval": int(settings["HEARTBEAT_INTERVAL_SECONDS"]),
               "retention_days": int(settings["HEARTBEAT_RETENTION_DAYS"])}
@@ -119,7 +121,7 @@ def _write(conn, accepted, clients, settings, results):
             results[index] = _result(index, "stored", 200, message, row["counted"])
         else:
             results[index] = _result(index, "duplicate", 200, DUPLICATE)
-    return {clients[cid]["user_id"] for cid in touched}
+    return {cid: clients[cid]["user_id"] for cid in touched}
 
 
 def _row(index, report):

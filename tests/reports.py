@@ -1,6 +1,8 @@
 """Helpers for the ingestion and monitoring tests: build reports, send them, look at rows."""
 from datetime import datetime, timedelta, timezone
 
+from gpufs.cache import client_scope, user_scope
+
 from .conftest import assert_envelope
 
 
@@ -58,5 +60,10 @@ def one(db, sql, *params):
 
 
 def forget_cache(app, user_id="12"):
-    """After arranging rows directly in the database, drop the user's cached reads (the API's writes do this)."""
-    app.extensions["gpufs"].cache.invalidate(f"user:{user_id}")
+    """After arranging rows directly in the database, drop the cached reads of the user and of each
+    of its clients (the API's writes do this)."""
+    state = app.extensions["gpufs"]
+    with state.pool.connection() as conn, conn.cursor() as cur:
+        cur.execute("select client_id from gpu_assets where user_id = %s", (user_id,))
+        clients = [bytes(row["client_id"]) for row in cur.fetchall()]
+    state.cache.invalidate(user_scope(user_id), *map(client_scope, clients))

@@ -9,6 +9,7 @@ import redis
 from gpufs import create_app
 
 from .conftest import assert_envelope, free_port, register
+from .reports import report, send_batch
 
 READS = ["/api/user/client_list?user_id=12", "/api/user/client_status_list?user_id=12",
          "/api/user/client_stat?user_id=12", "/api/user/client_monitor?user_id=12", "/api/models/get"]
@@ -82,6 +83,49 @@ def test_heartbeat_is_seen_by_every_cached_read(client):
     assert get(client, READS[2])["total_tflops"] == 83
     assert get(client, READS[3])[0]["total_heartbeats"] == 1
     assert get(client, detail)["device_info"][0]["power_usage"] == 350
+
+
+def client_views(cid):
+    return [f"/api/user/client_device_detail?user_id=12&client_id={cid}",
+            f"/api/user/client_monitor?user_id=12&client_id={cid}"]
+
+
+def test_a_report_leaves_the_views_of_the_users_other_clients_cached(app, client):
+    """A client's own views are versioned by that client: with a fleet reporting every two
+    minutes the user's version moves about once a second, and a client's page polled every few
+    seconds would otherwise never hit."""
+    quiet, busy, other = register(client, name="quiet"), register(client, name="busy"), register(client)
+    for path in client_views(quiet) + client_views(busy) + client_views(other) + READS[:4]:
+        get(client, path)
+    send_batch(client, [report(busy, None, cpu=77), report(other, None, cpu=78)])
+
+    hits, db = stats(app)["hit"], checkouts(app)
+    assert [get(client, p)["system_info"]["cpu_usage"] if "detail" in p else len(get(client, p))
+            for p in client_views(quiet)] == [0, 1]
+    assert (stats(app)["hit"], checkouts(app)) == (hits + 2, db)
+    # The clients that reported, and every view of the whole fleet, are read anew.
+    for cid, cpu in ((busy, 77), (other, 78)):
+        detail, monitor = (get(client, p) for p in client_views(cid))
+        assert detail["system_info"]["cpu_usage"] == cpu
+        assert monitor[0]["total_heartbeats"] == 1
+    assert get(client, READS[0])["devices"][1]["cpu_usage"] == 77
+    assert get(client, READS[3])[0]["total_heartbeats"] == 1
+    assert stats(app)["hit"] == hits + 2
+
+
+def test_registry_changes_reach_the_clients_own_views(client):
+    cid = "ab" * 16
+    detail, monitor = client_views(cid)
+    assert get(client, monitor) == []  # not registered yet: nothing, and cached
+    assert client.get(detail).status_code == 404
+    register(client, client_id=cid, name="first")
+    assert [row["client_name"] for row in get(client, monitor)] == ["first"]
+    assert get(client, detail)["device_info"] == []
+    client.post("/api/user/edit_client_info", json={"user_id": "12", "client_id": cid, "name": "second"})
+    assert [row["client_name"] for row in get(client, monitor)] == ["second"]
+    client.post("/api/user/edit_client_info", json={"user_id": "12", "client_id": cid, "valid_status": "invalid"})
+    assert get(client, monitor) == []  # client_monitor shows valid clients only
+    assert get(client, detail)["device_info"] == []  # the user's own invalid client still answers
 
 
 def test_models_insert_is_seen_by_models_get(client):

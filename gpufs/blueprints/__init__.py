@@ -54,9 +54,5 @@ def cached_response(scope, name, args, produce, live=False):
     return respond(body)
 
 
-def user_scope(user_id):
-    return f"user:{user_id}"
-
-
 def cfg(key):
     return state().config[key]

@@ -5,9 +5,10 @@ from datetime import timedelta
 from flask import Response, stream_with_context
 
 from .. import schemas
+from ..cache import client_scope, user_scope
 from ..db import dumped_rows, get_db, one_row, queries
 from ..envelope import OK_MESSAGE, dumps, envelope_bytes
-from . import cached_response, cfg, load_args, user_scope
+from . import cached_response, cfg, load_args
 from .user import bp
 
 stat_in = schemas.UserQuery()
@@ -44,7 +45,9 @@ def client_monitor():
                            client_id=args.get("client_id"), date_from=low and low.date(),
                            date_to=high and _last_day(high))
 
-    return cached_response(user_scope(args["user_id"]), "client_monitor", dict(args), produce)
+    # One client's rows change with that client's writes only (see gpufs/cache.py).
+    scope = client_scope(args["client_id"]) if args.get("client_id") else user_scope(args["user_id"])
+    return cached_response(scope, "client_monitor", dict(args), produce)
 
 
 def _last_day(exclusive_end):

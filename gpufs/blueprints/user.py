@@ -3,10 +3,11 @@ client_status_list and client_device_detail (monitoring views live in monitor.py
 from flask import Blueprint
 
 from .. import schemas
+from ..cache import client_scope, user_scope
 from ..db import all_rows, dumped_rows, get_db, one_row, queries, state
 from ..envelope import respond
 from ..errors import Conflict, NotFound
-from . import cached_response, cfg, load_args, load_json, user_scope
+from . import cached_response, cfg, load_args, load_json
 
 bp = Blueprint("gpufs_user", __name__)
 
@@ -28,7 +29,7 @@ def insert_client():
                       os_type=data.get("os_type"))
     if row is None:
         raise Conflict("client_id: already registered to another user")
-    state().cache.invalidate(user_scope(data["user_id"]))
+    state().cache.invalidate(user_scope(data["user_id"]), client_scope(data["client_id"]))
     return respond([])
 
 
@@ -41,7 +42,7 @@ def edit_client_info():
                       client_status=data.get("client_status"), valid_status=data.get("valid_status"))
     if row is None:
         raise NotFound("client_id: no such client for this user")
-    state().cache.invalidate(user_scope(data["user_id"]))
+    state().cache.invalidate(user_scope(data["user_id"]), client_scope(data["client_id"]))
     return respond(None)
 
 
@@ -83,5 +84,6 @@ def client_device_detail():
         return {"system_info": system_out.dump(rows[0]),
                 "device_info": device_out.dump([row for row in rows if row["device_index"] is not None])}
 
-    key = {"client_id": args["client_id"].hex()}
-    return cached_response(user_scope(args["user_id"]), "client_device_detail", key, produce)
+    # The client's own scope: the rest of the fleet reporting does not make this page miss.
+    return cached_response(client_scope(args["client_id"]), "client_device_detail", {"user_id": args["user_id"]},
+                           produce)
