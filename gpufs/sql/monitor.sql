@@ -11,8 +11,7 @@ with clients as (
      where a.user_id = :user_id
        and coalesce(a.valid_status, 'valid') = 'valid'
 ), yesterday as materialized (  -- its bucket width looked up once for all the clients
-    select day, gpufs_interval(day, :interval) as width
-      from (select (now() at time zone 'UTC')::date - 1 as day) as d
+    select day, width from gpufs_health_days(now(), :interval) where day = (now() at time zone 'UTC')::date - 1
 )
 select count(*) as systems_total_number,
        count(*) filter (where client_status not in ('maintenance', 'error') and seen) as systems_online_number,
