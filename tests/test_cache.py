@@ -233,10 +233,13 @@ def test_redis_restarted_with_stale_values_does_not_serve_them_after_an_outage_w
                       "REDIS_RETRY_SECONDS": 0.2})
     c = app.test_client()
     cid = register(c, name="before")
+    own_view = f"/api/user/client_monitor?user_id=12&client_id={cid}"  # the client's scope, not the user's
     assert get(c, READS[0])["devices"][0]["client_name"] == "before"
+    assert get(c, own_view)[0]["client_name"] == "before"
     cache = app.extensions["gpufs"].cache
     cache._down_until = time.monotonic() + 60  # the app believes Redis is unreachable
     c.post("/api/user/edit_client_info", json={"user_id": "12", "client_id": cid, "name": "after"})
     cache._down_until = 0
     assert get(c, READS[0])["devices"][0]["client_name"] == "after"
+    assert get(c, own_view)[0]["client_name"] == "after"
     app.extensions["gpufs"].close()
