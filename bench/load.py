@@ -99,11 +99,26 @@ class Wrk:
 
     def sequence(self, paths, connections):
         """Warm each distinct path up, then one measured run per entry of `paths`, in order: [Run]."""
-        lua = self._script(self.summary)
+        self.warm(paths, connections)
+        return self.runs(paths, connections)
+
+    def warm(self, paths, connections):
+        """A discarded run of each distinct path."""
         if self.warmup:
+            lua = self._script(self.summary)
             for path in dict.fromkeys(paths):
                 self._run(path, connections, 1, lua, self.warmup, None)
-        return [self._run(path, connections, 1, lua, self.seconds, None) for path in paths]
+
+    def runs(self, paths, connections, after_each=None):
+        """One measured run per entry of `paths`, in order, no warm-up: [Run]. `after_each(i, run)` is
+        called after each, for what must be measured in the same moment as that run."""
+        lua = self._script(self.summary)
+        done = []
+        for i, path in enumerate(paths):
+            done.append(self._run(path, connections, 1, lua, self.seconds, None))
+            if after_each is not None:
+                after_each(i, done[-1])
+        return done
 
     def _script(self, text):
         with tempfile.NamedTemporaryFile("w", suffix=".lua", dir=self.workdir, delete=False) as f:
