@@ -251,17 +251,23 @@ def uncached_reads(b, srv, w):
     w.warm(list(paths.values()), 1)
     totals = [_metric_totals(srv)]
     server, sql = {name: [] for name in paths}, {name: [] for name in READS}
+    inside = {name: [] for name in READS}  # of the server-side time, the part spent in gpufs.db
 
     def after_each(i, _run):
         totals.append(_metric_totals(srv))
         name = names[i]
         server[name].append(_server_ms(totals[-2], totals[-1], paths[name].split("?", 1)[0]))
+        if name in inside:
+            inside[name].append(_server_ms(totals[-2], totals[-1], paths[name].split("?", 1)[0],
+                                           "gpufs_bench_sql_seconds"))
         if name in sql:
             sql[name].append(direct.sql_loop(b.dsn, b.statements(name), b.args.seconds, prepared=prepared) * 1000)
 
     seq = w.runs([paths[name] for name in names], 1, after_each)
     res.meta["uncached_rounds_ms"] = {name: {"server": [round(x, 3) for x in server[name]],
-                                             "sql": [round(x, 3) for x in sql.get(name, [])]} for name in paths}
+                                             "sql": [round(x, 3) for x in sql.get(name, [])],
+                                             "sql_in_server": [round(x, 3) for x in inside.get(name, [])]}
+                                      for name in paths}
     base = {name: res.run(f"uncached {name} c=1", seq[i::len(paths)]) for i, name in enumerate(paths)}
     floor = _median(server["floor"])
     res.add(3, "bare Flask route, no hooks, server-side", floor, "ms/req",
@@ -279,6 +285,7 @@ def uncached_reads(b, srv, w):
         res.add(3, f"{name}, uncached, server-side", spent, "ms/req", ratio,
                 f"SQL {query:.2f} ms{' prepared' if prepared else ''}", 2, higher_is_better=False,
                 note=f"HTTP round trip at 1 connection {load.best_ms(base[name]):.2f} ms; "
+                     f"inside the server its statements and fetches took {_median(inside[name]):.2f} ms; "
                      f"the bare Flask floor is {floor / query:.2f} × its SQL; the SQL spaced as the "
                      f"server's requests are takes {spaced:.2f} ms"
                      + (f"; not prepared, the SQL takes {plain:.2f} ms" if prepared else ""))
@@ -329,10 +336,9 @@ def history(b, w):
                     f"{then:.2f} ms", 1.25, higher_is_better=False)
 
 
-def _server_ms(before, after, path):
-    """Mean server-side time of `path`'s requests between two /metrics reads (bench/app.py's timer)."""
+def _server_ms(before, after, path, name="gpufs_bench_server_seconds"):
+    """Mean time per request of `path` between two /metrics reads, by one of bench/app.py's timers."""
     key = f'{{path="{path}"}}'
-    name = "gpufs_bench_server_seconds"
     count = after.get(f"{name}_count{key}", 0) - before.get(f"{name}_count{key}", 0)
     total = after.get(f"{name}_sum{key}", 0) - before.get(f"{name}_sum{key}", 0)
     return 1000 * total / count if count else float("nan")
