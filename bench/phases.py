@@ -2,6 +2,7 @@
 import hashlib
 import time
 import urllib.request
+from statistics import median
 
 import redis
 
@@ -256,11 +257,10 @@ def uncached_reads(b, srv, w):
     def after_each(i, _run):
         totals.append(_metric_totals(srv))
         name = names[i]
-        server[name].append(_server_ms(totals[-2], totals[-1], paths[name].split("?", 1)[0]))
-        if name in inside:
-            inside[name].append(_server_ms(totals[-2], totals[-1], paths[name].split("?", 1)[0],
-                                           "gpufs_bench_sql_seconds"))
+        path = paths[name].split("?", 1)[0]
+        server[name].append(_server_ms(totals[-2], totals[-1], path))
         if name in sql:
+            inside[name].append(_server_ms(totals[-2], totals[-1], path, "gpufs_bench_sql_seconds"))
             sql[name].append(direct.sql_loop(b.dsn, b.statements(name), b.args.seconds, prepared=prepared) * 1000)
 
     seq = w.runs([paths[name] for name in names], 1, after_each)
@@ -269,15 +269,15 @@ def uncached_reads(b, srv, w):
                                              "sql_in_server": [round(x, 3) for x in inside.get(name, [])]}
                                       for name in paths}
     base = {name: res.run(f"uncached {name} c=1", seq[i::len(paths)]) for i, name in enumerate(paths)}
-    floor = _median(server["floor"])
+    floor = median(server["floor"])
     res.add(3, "bare Flask route, no hooks, server-side", floor, "ms/req",
             note=f"Flask's own floor; HTTP round trip at 1 connection {load.best_ms(base['floor']):.2f} ms")
-    res.add(3, "GET /healthz, server-side", _median(server["F"]), "ms/req",
+    res.add(3, "GET /healthz, server-side", median(server["F"]), "ms/req",
             note=f"HTTP round trip at 1 connection {load.best_ms(base['F']):.2f} ms")
     for name in READS:
-        ratio = _median([s / q for s, q in zip(server[name], sql[name], strict=True)])
-        spent, query = _median(server[name]), _median(sql[name])
-        plain = _median([direct.sql_loop(b.dsn, b.statements(name), b.args.seconds) * 1000
+        ratio = median([s / q for s, q in zip(server[name], sql[name], strict=True)])
+        spent, query = median(server[name]), median(sql[name])
+        plain = median([direct.sql_loop(b.dsn, b.statements(name), b.args.seconds) * 1000
                          for _ in range(rounds)]) if prepared else query
         # The same SQL with the server's other work (its time less the SQL's) between statements.
         spaced = direct.sql_loop(b.dsn, b.statements(name), b.args.seconds,
@@ -285,15 +285,10 @@ def uncached_reads(b, srv, w):
         res.add(3, f"{name}, uncached, server-side", spent, "ms/req", ratio,
                 f"SQL {query:.2f} ms{' prepared' if prepared else ''}", 2, higher_is_better=False,
                 note=f"HTTP round trip at 1 connection {load.best_ms(base[name]):.2f} ms; "
-                     f"inside the server its statements and fetches took {_median(inside[name]):.2f} ms; "
+                     f"inside the server its statements and fetches took {median(inside[name]):.2f} ms; "
                      f"the bare Flask floor is {floor / query:.2f} × its SQL; the SQL spaced as the "
                      f"server's requests are takes {spaced:.2f} ms"
                      + (f"; not prepared, the SQL takes {plain:.2f} ms" if prepared else ""))
-
-
-def _median(values):
-    ordered = sorted(values)
-    return ordered[len(ordered) // 2] if ordered else float("nan")
 
 
 def fleet_growth(b, w):
