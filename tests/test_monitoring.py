@@ -199,6 +199,25 @@ def test_health_looks_back_seven_days_including_today(client, db):
     assert health in {before, expected_health()}
 
 
+def test_health_expects_a_configured_days_own_bucket_count(client, db):
+    """A day of heartbeat_config_daily with 600 s buckets expects 144 of them, one configured with
+    0 the default 720; list and detail alike."""
+    rows(db, "insert into heartbeat_config_daily (date, heartbeat_interval_secs) values (%s, 600), (%s, 0)",
+         midnight(-2).date(), midnight(-3).date())
+    cid = register(client)
+    backdate(db, cid, timedelta(days=30))
+    send_all(client, every_bucket(cid, midnight(-2), 144, step=600) + every_bucket(cid, YESTERDAY, 720))
+
+    def expected_health():
+        today = (datetime.now(timezone.utc) - midnight()).total_seconds() / 120
+        return int(100 * (144 + 720) / (5 * 720 + 144 + today) + 0.5)
+
+    before = expected_health()
+    listed = get(client, "client_list")["data"]["devices"][0]["health"]
+    own = get(client, "client_device_detail", client_id=cid)["data"]["system_info"]["health"]
+    assert listed == own and own in {before, expected_health()}
+
+
 def test_list_health_agrees_with_each_clients_own(client, db):
     """client_list works health out for all clients in one query, the detail per client: the same rule."""
     rows(db, "insert into heartbeat_config_daily (date, heartbeat_interval_secs) values (%s, 600)",
