@@ -146,3 +146,16 @@ def server(urls, tmp_path_factory):
     yield base
     proc.terminate()
     proc.wait(timeout=30)
+
+
+def tool_or_skip(name, install):
+    """The path of a Debian tool a test starts itself (browser, Prometheus, Alertmanager), or a skip
+    with one line saying how to install it. CI sets GPUFS_REQUIRE_TOOLS=1: there a missing tool fails
+    the test instead, so these tests can never pass CI by skipping."""
+    import shutil
+    path = shutil.which(name) or (f"/usr/sbin/{name}" if os.path.exists(f"/usr/sbin/{name}") else None)
+    if path is None:
+        if os.environ.get("GPUFS_REQUIRE_TOOLS"):
+            pytest.fail(f"{name} is required here (GPUFS_REQUIRE_TOOLS=1): {install}")
+        pytest.skip(f"no {name}: {install}")
+    return path
