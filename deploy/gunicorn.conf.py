@@ -51,6 +51,14 @@ def on_reload(server):
     _migrate(server)  # new code on SIGHUP may bring new migrations
 
 
+def post_worker_init(worker):
+    # After the fork: every worker offers to lead the periodic tasks; one PostgreSQL advisory lock
+    # lets exactly one of them (across hosts too) run them.
+    state = getattr(worker.wsgi, "extensions", {}).get("gpufs")
+    if state is not None:
+        state.start_tasks()
+
+
 def child_exit(server, worker):
     from prometheus_client import multiprocess
     multiprocess.mark_process_dead(worker.pid)  # its live gauges (pool in use) leave the sum

@@ -11,6 +11,7 @@ from .auth import KeyCache, authenticate
 from .blueprints import ops
 from .cache import Cache
 from .db import Pool, close_db
+from .tasks import Leader
 
 log = logging.getLogger("gpufs")
 
@@ -24,9 +25,21 @@ class State:
         self.pool = Pool(config)
         self.cache = Cache(config)
         self.auth_cache = KeyCache(int(config["AUTH_CACHE_SECONDS"]))
+        self.tasks = []  # tasks.Task: periodic work each feature adds in init_app, run by one leader
+        self.leader = None
+
+    def start_tasks(self):
+        """Start this process's background-task thread (gunicorn's post_worker_init calls it, after
+        the fork; an embedding host calls it once per process the same way)."""
+        if self.leader is None and self.config["BACKGROUND_TASKS"]:
+            self.leader = Leader(self.config["DATABASE_URL"], self.tasks, self.config["DB_CONNECT_TIMEOUT"])
+            self.leader.start()
 
     def close(self):
         """Close database and Redis connections (both reopen lazily if used again)."""
+        if self.leader is not None:
+            self.leader.stop()
+            self.leader = None
         self.pool.reset()
         self.cache.close()
 

@@ -26,6 +26,7 @@ DEFAULTS = {
     "LOG_FORMAT": "text",
     "LOG_LEVEL": "INFO",
     "MIGRATE_ON_START": True,
+    "BACKGROUND_TASKS": True,  # periodic work (one leader across workers and hosts): gpufs/tasks.py
 }
 
 

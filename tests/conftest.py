@@ -68,7 +68,8 @@ def _collect_apps():
 
 @pytest.fixture
 def app_config(urls):
-    return {"DATABASE_URL": urls["DATABASE_URL"], "REDIS_URL": urls["REDIS_URL"], "MIGRATE_ON_START": False}
+    return {"DATABASE_URL": urls["DATABASE_URL"], "REDIS_URL": urls["REDIS_URL"], "MIGRATE_ON_START": False,
+            "BACKGROUND_TASKS": False}
 
 
 @pytest.fixture
