@@ -59,24 +59,57 @@ def raw_request(method, path, body=b"", host="127.0.0.1"):
     return head.encode() + body
 
 
-async def fetch(host, port, raw):
-    """(status, body) of one request on a new connection."""
-    reader, writer = await asyncio.open_connection(host, port)
+class _Exchange(asyncio.Protocol):
+    """One request on a connection of its own; the answer is complete when its body is (by
+    Content-Length) or when the server closes (Connection: close)."""
+
+    def __init__(self, raw, done):
+        self.raw, self.done, self.data, self.length = raw, done, bytearray(), None
+
+    def connection_made(self, transport):
+        self.transport = transport
+        transport.write(self.raw)
+
+    def data_received(self, chunk):
+        self.data += chunk
+        if self.length is None and b"\r\n\r\n" in self.data:
+            head = bytes(self.data[:self.data.index(b"\r\n\r\n") + 4])
+            length = _header(head.lower(), b"content-length")
+            self.length = len(head) + int(length) if length is not None else -1
+        if self.length is not None and 0 <= self.length <= len(self.data):
+            self._finish()
+            self.transport.close()
+
+    def connection_lost(self, exc):
+        if exc is not None and not self.done.done():
+            self.done.set_exception(exc)
+        self._finish()
+
+    def _finish(self):
+        if self.done.done():
+            return
+        data = bytes(self.data)
+        if b"\r\n\r\n" not in data:
+            self.done.set_exception(ConnectionError("connection closed before an answer"))
+            return
+        head, body = data.split(b"\r\n\r\n", 1)
+        if _header(head.lower() + b"\r\n", b"transfer-encoding") == b"chunked":
+            body = _dechunk(body)
+        self.done.set_result((int(head[9:12]), body))
+
+
+async def fetch(host, port, raw, timeout=TIMEOUT):
+    """(status, body) of one request on a new connection; TimeoutError after `timeout` seconds."""
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    transport = None
     try:
-        writer.write(raw)
-        head = await reader.readuntil(b"\r\n\r\n")
-        status = int(head[9:12])
-        headers = head.lower()
-        length = _header(headers, b"content-length")
-        if length is not None:
-            body = await reader.readexactly(int(length))
-        else:
-            body = await reader.read()  # Connection: close: the answer ends with the connection
-            if _header(headers, b"transfer-encoding") == b"chunked":
-                body = _dechunk(body)
-        return status, body
+        async with asyncio.timeout(timeout):
+            transport, _ = await loop.create_connection(lambda: _Exchange(raw, done), host, port)
+            return await done
     finally:
-        writer.close()
+        if transport is not None:
+            transport.close()
 
 
 def _header(head, name):
@@ -124,10 +157,10 @@ class Generator:
             sent = loop.time()
             status, error, body = 0, "", b""
             try:
-                status, body = await asyncio.wait_for(fetch(self.host, self.port, raw), TIMEOUT)
-            except asyncio.TimeoutError:
+                status, body = await fetch(self.host, self.port, raw)
+            except TimeoutError:
                 error = f"no answer in {TIMEOUT:.0f} s"
-            except (OSError, asyncio.IncompleteReadError, ValueError) as err:
+            except (OSError, ValueError) as err:
                 error = f"{type(err).__name__}: {err}"
             done = loop.time()
             outcome = Outcome(stream.kind, due, sent - due, done - sent, status, begin <= due < end, error)

@@ -1,5 +1,6 @@
 """The benchmark's own machinery (bench/): what it prints, where it runs, how it searches and loads.
 The benchmark itself is not run here: its figures depend on the machine."""
+import asyncio
 import hashlib
 import secrets
 import threading
@@ -15,7 +16,7 @@ from psycopg2 import sql
 
 from bench import __main__ as bench_main
 from bench import scenario
-from bench.live import Generator, Stream, raw_request
+from bench.live import Generator, Stream, fetch, raw_request
 from bench.report import Results
 from bench.server import Server
 from tests.conftest import register
@@ -164,3 +165,31 @@ def test_live_fleet_spreads_the_main_users_machines_over_the_period():
     assert sorted(fleet.order) == list(range(1000))
     positions = [i for i, machine in enumerate(fleet.order) if machine < 100]
     assert positions == [10 * k for k in range(100)]
+
+
+class _Chunked(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for part in (b"# HELP ", b"gpufs_client_up 1\n"):
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+        self.wfile.write(b"0\r\n\r\n")
+        self.close_connection = True
+
+    def log_message(self, *args):
+        pass
+
+
+def test_live_fetch_reads_a_chunked_answer_whole():
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Chunked)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        status, body = asyncio.run(fetch("127.0.0.1", httpd.server_address[1], raw_request("GET", "/metrics/fleet")))
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert (status, body) == (200, b"# HELP gpufs_client_up 1\n")
