@@ -51,12 +51,12 @@ def parse_args(argv):
     g.add_argument("--fleet-start", type=int, default=None,
                    help="first size of the search (default: 30 x figure 6's single-report rate, else 2000)")
     g.add_argument("--fleet-window", type=int, default=60, help="measured seconds per step")
-    g.add_argument("--fleet-warmup", type=int, default=10, help="seconds of load before each step's window")
+    g.add_argument("--fleet-warmup", type=int, default=5, help="seconds of load before each step's window")
     g.add_argument("--fleet-resolution", type=float, default=0.2,
                    help="stop bisecting when the smallest failing size is within this share of the largest passing")
     # Four steps: from half of saturation, one doubling and two halvings of the gap reach 20%.
     g.add_argument("--fleet-steps", type=int, default=4, help="at most this many steps in the search")
-    g.add_argument("--cpu-window", type=int, default=15,
+    g.add_argument("--cpu-window", type=int, default=10,
                    help="measured seconds of the fleet alone at capacity (CPU per report)")
     g = p.add_argument_group("figures 1-7")
     g.add_argument("--scale", type=float, default=1.0, help="multiply the number of clients (100 + 5000 background)")

@@ -62,7 +62,7 @@ class Results:
                 f"{m.get('postgres', '?')}; Redis {m.get('redis', '?')}; live fleet: {m.get('fleet_warmup')} s "
                 f"warm-up and {m.get('fleet_window')} s measured per step; wrk {m.get('connections')} connections "
                 f"(1 for latencies), {m.get('warmup')} s warm-up, {m.get('rounds')} rounds of {m.get('seconds')} s "
-                f"per path")
+                f"per path; {m.get('total_seconds', '?')} s in all")
 
     def write(self, path):
         data = {"meta": self.meta, "problems": self.problems, "figures": self.rows, "runs": self.runs}
