@@ -73,12 +73,18 @@ HEAD = "| # | figure | measured | ratio | target | met |"
 
 
 def _line(r):
-    ratio = f"{r['ratio']:.{r['digits']}f} × {r['ratio_of']}" if r["ratio"] is not None else ""
+    ratio = f"{_ratio(r['ratio'], r['digits'])} × {r['ratio_of']}" if r["ratio"] is not None else ""
     target = f"{r['target_op'].replace('>=', '≥').replace('<=', '≤')} {r['target']:g}" \
         if r["target"] is not None else ""
     met = {True: "yes", False: "**no**", None: ""}[r["met"]]
     name = r["name"] + (f" ({r['note']})" if r["note"] else "")
     return f"| {r['figure']} | {name} | {_number(r['value'])} {r['unit']} | {ratio} | {target} | {met} |"
+
+
+def _ratio(value, digits):
+    if value and abs(value) < 0.1 and digits == 2:
+        return f"{value:.2g}"  # two significant figures: 0.0047, not 0.00
+    return f"{value:.{digits}f}"
 
 
 def _number(value):
