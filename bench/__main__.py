@@ -1,4 +1,4 @@
-"""python -m bench: build the dataset in gpufs_bench, start gunicorn, load it with wrk, print the table."""
+"""python -m bench: build the dataset, start gunicorn, find the live fleet's capacity, measure figures 1-7."""
 import argparse
 import os
 import platform
@@ -69,6 +69,9 @@ def parse_args(argv):
     g.add_argument("--batch", type=int, default=500, help="reports per POST /api/client/heartbeats")
     g.add_argument("--history", type=int, default=10, help="raw-heartbeat history factor of figure 4")
     g.add_argument("--copy-reports", type=int, default=5000, help="reports whose rows one COPY run writes")
+    p.add_argument("--database", default=BENCH_DB,
+                   help="the benchmark's own database (emptied each run); another name keeps two code trees, "
+                        "whose migrations differ, from sharing one")
     p.add_argument("--redis-db", type=int, default=9, help="Redis db number the benchmark's servers use")
     p.add_argument("--output", type=Path, default=Path(__file__).with_name("results.json"))
     args = p.parse_args(argv)
@@ -108,7 +111,7 @@ def main(argv=None):
         raise SystemExit("bench: REDIS_URL is empty; the cached figures need a Redis server")
     began = time.monotonic()
     say = _printer(began)
-    dsn = bench_database(settings["DATABASE_URL"])
+    dsn = bench_database(settings["DATABASE_URL"], args.database)
     lock = _exclusive(dsn, say)
     try:
         _run(args, argv, dsn, settings, began, say)
@@ -126,7 +129,7 @@ def _run(args, argv, dsn, settings, began, say):
                         cached_rounds=args.cached_rounds, fleet_window=args.fleet_window,
                         fleet_warmup=args.fleet_warmup, scale=args.scale,
                         load_before=_load())
-    say(f"dataset in {BENCH_DB} (logs in {workdir})")
+    say(f"dataset in {args.database} (logs in {workdir})")
     counts, secs = dataset.build(dsn, layout, say=lambda text: say(text))
     results.meta["dataset"] = {"rows": counts, "build_seconds": round(secs, 1)}
     say(f"  built in {secs:.0f} s: {counts['heartbeat']:,} heartbeats, {counts['gpu_assets']:,} clients")
@@ -176,7 +179,7 @@ def _exclusive(dsn, say):
     with conn.cursor() as cur:
         cur.execute("select pg_try_advisory_lock(%(key)s)", {"key": LOCK_KEY})
         if not cur.fetchone()[0]:
-            say(f"another benchmark is using {BENCH_DB} on this server; waiting for it to finish")
+            say(f"another benchmark is using {conn.info.dbname} on this server; waiting for it to finish")
             cur.execute("select pg_advisory_lock(%(key)s)", {"key": LOCK_KEY})
     return conn
 
