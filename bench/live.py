@@ -112,6 +112,17 @@ async def fetch(host, port, raw, timeout=TIMEOUT):
             transport.close()
 
 
+def _open_files(wanted):
+    """How many requests may be in flight: the soft limit on open files raised as far as the hard one
+    allows (1,024 on many machines would turn an overloaded server into the generator's own errors)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted + 256 if hard == resource.RLIM_INFINITY else min(hard, wanted + 256)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    return wanted if soft == resource.RLIM_INFINITY else min(wanted, soft - 256)
+
+
 def _header(head, name):
     start = head.find(b"\r\n" + name + b":")
     if start < 0:
@@ -151,6 +162,7 @@ class Generator:
         heapq.heapify(heap)
         tasks, stop = set(), None
         usage, fired = None, 0
+        in_flight = _open_files(MAX_IN_FLIGHT)
 
         async def one(stream, i, due):
             raw = stream.request(i, wall())
@@ -165,7 +177,10 @@ class Generator:
             done = loop.time()
             outcome = Outcome(stream.kind, due, sent - due, done - sent, status, begin <= due < end, error)
             if status == 200 and stream.seen is not None:
-                stream.seen(body, wall(), outcome)
+                try:
+                    stream.seen(body, wall(), outcome)
+                except (ValueError, KeyError, TypeError) as err:  # a 200 whose body is not what the API says
+                    outcome.error = f"unreadable answer: {type(err).__name__}: {err}"
             step.outcomes.append(outcome)
             nonlocal stop
             if stop is None and verdict is not None:
@@ -193,8 +208,8 @@ class Generator:
             fired += 1
             if fired % 16 == 0:
                 await asyncio.sleep(0)  # behind schedule: let the requests already sent move too
-            if len(tasks) > MAX_IN_FLIGHT:
-                stop = f"more than {MAX_IN_FLIGHT} requests in flight"
+            if len(tasks) > in_flight:
+                stop = f"more than {in_flight} requests in flight"
         if stop is None:
             await asyncio.sleep(max(0.0, end - loop.time()))
         if usage is None:

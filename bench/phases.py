@@ -210,8 +210,10 @@ def live(b, srv):
     res.add("L", "freshness: age of the newest report a client_status_list showed, p99", r.freshness_p99_s, "s")
     polls = sum(k["count"] for kind, k in r.kinds.items() if kind != scenario.REPORTS)
     reports = r.kinds.get(scenario.REPORTS, {}).get("count", 0)
+    due = sum(k["scheduled"] for k in r.kinds.values())
     res.add("L", "load generator: share of the due requests sent", 100 * r.sent_share, "%",
-            note=f"lateness p50 {r.lateness_ms['p50']:.1f} ms, p99 {r.lateness_ms['p99']:.1f} ms, "
+            note=f"{round(r.sent_share * due):,} of {due:,} in the window; lateness p50 "
+                 f"{r.lateness_ms['p50']:.1f} ms, p99 {r.lateness_ms['p99']:.1f} ms, "
                  f"max {r.lateness_ms['max']:.0f} ms; its CPU {100 * r.cpu['generator'] / r.window:.0f}% of a core")
     b.say(f"   the fleet alone at {passed:,} machines, {a.cpu_window} s: the CPU a report costs")
     alone = sc.step(passed, a.fleet_warmup, a.cpu_window, dashboards=False, stop_early=False)

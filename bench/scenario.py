@@ -101,7 +101,9 @@ class Seen:
     freshness: list = field(default_factory=list)
 
     def __call__(self, body, wall, outcome):
-        devices = orjson.loads(body)["data"]["devices"]
+        devices = orjson.loads(body)["data"]["devices"]  # read in the warm-up too: a 200 must be readable
+        if not outcome.in_window:
+            return
         newest = max((d["last_online"] for d in devices if d.get("last_online")), default=None)
         if newest:
             seen = datetime.fromisoformat(newest.replace("Z", "+00:00")).timestamp()
@@ -200,7 +202,7 @@ class Scenario:
         slow = {"report": 0, "poll": 0}
 
         def verdict(o, step):
-            if o.status != 200:
+            if o.status != 200 or o.error:
                 return f"{o.kind}: {o.error or f'answered {o.status}'}"
             if o.in_window:
                 group = "report" if o.kind == REPORTS else "poll" if o.kind in DASHBOARD_POLLS else None
@@ -270,15 +272,16 @@ def summarise(machines, step, answered, stored, before, after, seen):
     kinds = {}
     for kind in dict.fromkeys(o.kind for o in step.outcomes):
         mine = [o for o in window if o.kind == kind]
-        ok = [1000 * o.latency for o in mine if o.status == 200]
+        ok = [1000 * o.latency for o in mine if o.status == 200 and not o.error]
         kinds[kind] = {"count": len(mine), "scheduled": step.scheduled.get(kind, 0),
                        "p50_ms": percentile(ok, 50), "p99_ms": percentile(ok, 99),
                        "max_ms": max(ok, default=float("nan")),
-                       "errors": sum(1 for o in mine if o.status != 200)}
-    polls = [1000 * o.latency for o in window if o.kind in DASHBOARD_POLLS and o.status == 200]
+                       "errors": sum(1 for o in mine if o.status != 200 or o.error)}
+    polls = [1000 * o.latency for o in window if o.kind in DASHBOARD_POLLS and o.status == 200
+             and not o.error]
     late = [1000 * o.lateness for o in window]
     scheduled = sum(step.scheduled.values())
-    errors = sorted({f"{o.kind}: {o.error or o.status}" for o in step.outcomes if o.status != 200})
+    errors = sorted({f"{o.kind}: {o.error or o.status}" for o in step.outcomes if o.status != 200 or o.error})
     (srv0, pg0), (srv1, pg1) = step.at_window.get("start", (0, 0)), step.at_window.get("end", (0, 0))
     hits = after.get("gpufs_cache_hits_total", 0) - before.get("gpufs_cache_hits_total", 0)
     misses = after.get("gpufs_cache_misses_total", 0) - before.get("gpufs_cache_misses_total", 0)
