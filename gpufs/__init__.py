@@ -95,12 +95,8 @@ def create_app(test_config=None):
     metrics.observe_pool(state.pool)  # each gunicorn worker publishes its pool size as it boots
     state.pool.on_change = metrics.pool_changed
     _warn_if_exposed(settings)
-    if settings["MIGRATE_ON_START"]:
-        from .migrate import migrate
-        try:
-            migrate(settings["DATABASE_URL"], int(settings["DB_CONNECT_TIMEOUT"]))
-        except Exception as err:  # the server still starts: /readyz and 503s report the outage
-            log.error("migrations not applied, database unreachable: %s", str(err).strip())
+    # No migration here: app.py builds the app for every `flask` command too. gunicorn's master
+    # migrates at start-up (deploy/gunicorn.conf.py); `flask --app app gpufs migrate` otherwise.
     return app
 
 
