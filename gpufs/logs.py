@@ -119,10 +119,8 @@ def _begin():
 
 
 def _answered(response):
-    if "request_id" not in g:  # a host's earlier before_request refused the request before _begin ran
-        _begin()
-    response.headers["X-Request-ID"] = g.request_id
     line = _line(response.status_code)
+    response.headers["X-Request-ID"] = line["request_id"]
     g.request_logged = True
     if response.is_streamed and not response.direct_passthrough:
         # A generated answer (client_health) is timed whole: logged once its last byte is sent.
@@ -140,6 +138,8 @@ def _raised(exc):
 
 
 def _line(status):
+    if "request_id" not in g:  # a host's earlier before_request refused the request before _begin ran
+        _begin()
     rule = request.url_rule
     query = request.environ.get("QUERY_STRING", "")
     return {"request_id": g.request_id, "method": request.method, "path": request.path + ("?" + query if query else ""),

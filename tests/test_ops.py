@@ -319,6 +319,24 @@ def test_a_failed_request_is_logged_and_counted_by_its_route(app_config, caplog)
     app.extensions["gpufs"].close()
 
 
+def test_a_host_that_refuses_a_request_before_the_log_hooks_still_logs_it_with_an_id(app_config, caplog):
+    from flask import abort
+    host = Flask("portal")
+
+    @host.before_request
+    def members_only():  # the host's own check, registered before gpufs.logs.install
+        abort(403)
+
+    init_app(host, url_prefix="/fleet", config=app_config)
+    logs.install(host)
+    caplog.set_level(logging.INFO, logger="gpufs.request")
+    resp = get(host.test_client(), "/fleet/models/get", headers={"X-Request-ID": "host-1"})
+    assert resp.status_code == 403 and resp.headers["X-Request-ID"] == "host-1"
+    assert [(r.path, r.status, r.request_id) for r in caplog.records if r.name == "gpufs.request"] == \
+        [("/fleet/models/get", 403, "host-1")]
+    host.extensions["gpufs"].close()
+
+
 def test_client_address_is_nginx_last_hop_only_when_nginx_sent_it(quick, caplog):
     caplog.set_level(logging.INFO, logger="gpufs.request")
     get(quick, "/healthz", headers={"X-Forwarded-For": "198.51.100.1, 203.0.113.9"})
