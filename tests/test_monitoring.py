@@ -510,13 +510,15 @@ def test_list_stat_and_detail_never_scan_the_heartbeat_table(client, db):
                   from gpu_assets, generate_series(1, 2000) as n""")
     rows(db, "analyze")
     cid = bytes.fromhex(cids[0])
+    now = datetime.now(timezone.utc)
     plans = {
         "client_list": (queries.client_list.sql, {"user_id": "12", "client_id": None, "status": None, "name": None,
                                                   "valid_status": None, "live": False, "window_seconds": 120,
-                                                  "interval": 120}),
+                                                  "interval": 120, "now": now}),
         "client_stat": (queries.client_stat.sql, {"user_id": "12", "window_seconds": 120, "interval": 120,
-                                                  "temp_warning": 85}),
-        "client_detail": (queries.client_detail.sql, {"user_id": "12", "client_id": cid, "interval": 120}),
+                                                  "temp_warning": 85, "now": now}),
+        "client_detail": (queries.client_detail.sql, {"user_id": "12", "client_id": cid, "interval": 120,
+                                                      "now": now}),
     }
     with db.cursor() as cur:
         for name, (text, params) in plans.items():
