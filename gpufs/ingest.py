@@ -18,7 +18,6 @@ INVALID_CLIENT = "client_id: client is marked invalid; its reports are not accep
 COUNTED = "stored and counted"
 NOT_COUNTED = "stored; not counted: its bucket already has a report"
 DUPLICATE = "duplicate: this client_id and timestamp is already stored"
-NOT_YOURS = "client_id: this key may only report for its own user's clients"
 
 
 def _result(index, status, code, message, counted=False):
@@ -62,12 +61,12 @@ def _store(conn, reports, rejected, settings):
         accepted = []
         for index, report in reports:
             client = clients.get(report["client_id"])
-            if client is None:
+            # Another user's client is answered as one that does not exist: neither its
+            # existence nor its validity is the caller's to learn.
+            if client is None or not may_report_for(client["user_id"]):
                 results[index] = _result(index, "rejected", 404, NO_SUCH_CLIENT)
             elif client["valid_status"] == "invalid":
                 results[index] = _result(index, "rejected", 403, INVALID_CLIENT)
-            elif not may_report_for(client["user_id"]):
-                results[index] = _result(index, "rejected", 403, NOT_YOURS)
             else:
                 accepted.append((index, report))
         if accepted:

@@ -3,7 +3,7 @@ import functools
 
 import orjson
 from flask import Response, request
-from werkzeug.exceptions import UnsupportedMediaType
+from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
 
 from ..auth import require_admin
 from ..envelope import dumps, respond
@@ -57,8 +57,15 @@ def json_object():
     counts a repeated parameter by its first value (request.args.to_dict())."""
     if not request.is_json:
         raise UnsupportedMediaType()
+    data = request.get_data(cache=False)
+    limit = request.max_content_length
+    # A chunked body has no Content-Length to refuse up front: werkzeug stops reading at the limit
+    # and hands over what it read. One byte more on the input means the body was longer.
+    if limit is not None and request.content_length is None and len(data) >= limit \
+            and request.environ["wsgi.input"].read(1):
+        raise RequestEntityTooLarge()
     try:
-        body = orjson.loads(request.get_data(cache=False))
+        body = orjson.loads(data)
     except orjson.JSONDecodeError as err:
         raise Invalid(f"body: malformed JSON ({err.args[0].split(':')[0]})") from err
     if not isinstance(body, dict):

@@ -1,8 +1,10 @@
 """Fleet monitoring under /api/user: client_stat, client_monitor and client_health."""
+import logging
 import uuid
 from datetime import timedelta
 
 from flask import Response, stream_with_context
+from prometheus_client import Counter
 
 from .. import schemas
 from ..auth import authorize_user
@@ -12,6 +14,10 @@ from ..envelope import OK_MESSAGE, dumps, envelope_bytes
 from . import Cached, cfg, endpoint, now
 from .user import bp
 
+log = logging.getLogger("gpufs.monitor")
+STREAM_FAILURES = Counter(
+    "gpufs_stream_failures_total", "Streamed answers (client_health without limit) that failed after their headers "
+    "were sent: the caller got a 200 with a body cut short.")
 STREAM_CHUNK = 2000
 STREAM_SLICE_ROWS = 20_000
 health_rows = schemas.HealthRow(many=True)
@@ -51,7 +57,19 @@ def client_health(args):
               "time_to": high, "before": args.get("before")}
     if args.get("limit"):
         return list(queries.client_health(get_db(), **params, limit=args["limit"]))
-    return Response(stream_with_context(_stream_health(params)), mimetype="application/json")
+    return Response(stream_with_context(_failures_seen(_stream_health(params))), mimetype="application/json")
+
+
+def _failures_seen(chunks):
+    """A stream's failure after its 200 went out cannot change the status: it is logged at error level
+    (with the request id) and counted, then raised so the server cuts the connection rather than
+    end the body as if it were whole."""
+    try:
+        yield from chunks
+    except Exception:
+        log.exception("client_health stream failed after its headers were sent")
+        STREAM_FAILURES.inc()
+        raise
 
 
 def _stream_health(params):
