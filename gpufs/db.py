@@ -10,7 +10,6 @@ import psycopg2
 import psycopg2.extensions
 import psycopg2.extras
 from flask import g
-from psycopg2 import pool as pgpool
 
 from .errors import Unavailable
 from .ext import state
@@ -25,48 +24,52 @@ DOWN_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError)
 
 
 class Pool:
-    """A lazily created, fork-aware ThreadedConnectionPool: gunicorn workers each build their own.
-    Its connections are in autocommit (a read is one round trip); a write runs in `with conn:`,
-    which makes it one transaction."""
+    """Up to DB_POOL_MAX connections per process, kept open between requests, lazily and after a fork
+    made anew (gunicorn workers each have their own). Its connections are in autocommit (a read is
+    one round trip); a write runs in `with conn:`, which makes it one transaction.
+
+    Not psycopg2's ThreadedConnectionPool: it opens a new connection while holding its lock, so
+    against a database that accepts and never answers, requests waited for each other's connect
+    timeout one after another (20 requests: up to 32 s). Here a connection is made outside the
+    lock, and only a free slot is taken under it."""
 
     def __init__(self, config):
         self.config = config
-        self._pool = None
-        self._pid = None
         self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._idle = []  # open connections not in use, newest last
+        self._free = int(config["DB_POOL_MAX"])  # connections that may still be taken
         self.in_use = 0
         self.checkouts = 0  # connections handed out, ever: shows whether a request touched the database
         self.on_change = None  # called with the pool when in_use changes (the standalone app's gauge)
 
-    def _get_pool(self):
-        if self._pool is None or self._pid != os.getpid():
-            with self._lock:
-                if self._pool is None or self._pid != os.getpid():
-                    c = self.config
-                    self._pool = pgpool.ThreadedConnectionPool(
-                        0, int(c["DB_POOL_MAX"]), dsn=c["DATABASE_URL"],
-                        connect_timeout=int(c["DB_CONNECT_TIMEOUT"]), application_name="gpufs",
-                        options=f"-c statement_timeout={int(c['DB_STATEMENT_TIMEOUT_MS'])} -c TimeZone=UTC",
-                        cursor_factory=psycopg2.extras.RealDictCursor,
-                        # TCP keepalives so a peer that vanished is noticed instead of waited on forever.
-                        keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=2)
-                    # minconn is how many connections putconn keeps; with 0 it would close each one
-                    # returned, and every request would pay a new connection. Opening them all at
-                    # creation (minconn=maxconn) would make the first request wait for all of them.
-                    self._pool.minconn = self._pool.maxconn
-                    self._pid = os.getpid()
-        return self._pool
+    def _connect(self):
+        c = self.config
+        return psycopg2.connect(
+            c["DATABASE_URL"], connect_timeout=int(c["DB_CONNECT_TIMEOUT"]), application_name="gpufs",
+            options=f"-c statement_timeout={int(c['DB_STATEMENT_TIMEOUT_MS'])} -c TimeZone=UTC",
+            cursor_factory=psycopg2.extras.RealDictCursor,
+            # TCP keepalives so a peer that vanished is noticed instead of waited on forever.
+            keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=2)
 
     def getconn(self):
-        try:
-            conn = self._get_pool().getconn()
-            conn.autocommit = True
-        except pgpool.PoolError as err:
-            log.warning("connection pool exhausted: %s", err)
-            raise Unavailable("server busy: no database connection free, try again") from err
-        except DOWN_ERRORS as err:
-            log.warning("database unreachable: %s", str(err).strip())
-            raise Unavailable() from err
+        with self._lock:
+            if self._pid != os.getpid():  # a forked child: the parent's connections are not ours
+                self._pid, self._idle, self._free = os.getpid(), [], int(self.config["DB_POOL_MAX"])
+            if self._free == 0:
+                log.warning("connection pool exhausted: %s in use", self.config["DB_POOL_MAX"])
+                raise Unavailable("server busy: no database connection free, try again")
+            self._free -= 1
+            conn = self._idle.pop() if self._idle else None
+        if conn is None:
+            try:
+                conn = self._connect()
+            except DOWN_ERRORS as err:
+                with self._lock:
+                    self._free += 1
+                log.warning("database unreachable: %s", str(err).strip())
+                raise Unavailable() from err
+        conn.autocommit = True
         with self._lock:
             self.in_use += 1
             self.checkouts += 1
@@ -75,14 +78,6 @@ class Pool:
         return conn
 
     def putconn(self, conn, broken=False):
-        with self._lock:
-            self.in_use -= 1
-            if self.on_change is not None:
-                self.on_change(self)
-        pool = self._pool
-        if pool is None or self._pid != os.getpid():
-            conn.close()
-            return
         if not broken and not conn.closed:
             try:
                 if conn.status != psycopg2.extensions.STATUS_READY:
@@ -90,19 +85,30 @@ class Pool:
                 conn.autocommit = True  # the health stream's snapshot turns it off
             except DOWN_ERRORS:
                 broken = True
-        pool.putconn(conn, close=broken or bool(conn.closed))
-        if broken:
-            # A lost connection usually means the server restarted: its siblings are dead too.
-            self.reset()
+        with self._lock:
+            self.in_use -= 1
+            if self.on_change is not None:
+                self.on_change(self)
+            if self._pid != os.getpid():  # taken before a fork: the child does not hand it back
+                conn.close()
+                return
+            self._free += 1
+            if broken or conn.closed:
+                # A lost connection usually means the server restarted: its siblings are dead too.
+                idle, self._idle = self._idle, []
+            else:
+                idle = []
+                self._idle.append(conn)
+        if broken or conn.closed:
+            for dead in [conn, *idle]:
+                dead.close()
 
     def reset(self):
+        """Close the idle connections (they reopen as needed)."""
         with self._lock:
-            old, self._pool = self._pool, None
-        if old is not None:
-            try:
-                old.closeall()
-            except pgpool.PoolError:
-                pass
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
 
     @contextmanager
     def connection(self):

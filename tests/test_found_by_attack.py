@@ -1,11 +1,16 @@
 """What a hostile user and an unlucky operator found (issue 23): each case answered as it should be."""
 import io
 import json
+import socket
+import threading
+import time
 from datetime import datetime, timezone
 
 import orjson
 import psycopg2
 import pytest
+
+from gpufs import create_app
 
 from .conftest import assert_envelope, register
 from .reports import midnight, report, rows, send, send_batch
@@ -121,3 +126,52 @@ def test_dates_in_non_ascii_digits_are_refused(client):
                                       query_string={"user_id": "12", "start_date": "\u0662\u0660\u0662\u0666-01-01"}),
                            400)
     assert body["message"].startswith("start_date:")
+
+
+# ---- F3: a database that accepts and never answers ----------------------------------------------
+
+@pytest.fixture
+def silent_database():
+    """A local listener that accepts every connection and never says a word, like a hung PostgreSQL."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    accepted, stop = [], threading.Event()
+
+    def accept():
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"postgresql://postgres@127.0.0.1:{listener.getsockname()[1]}/gpufs?sslmode=disable"
+    stop.set()
+    thread.join()
+    for conn in accepted:
+        conn.close()
+    listener.close()
+
+
+def test_every_request_to_a_hung_database_gets_its_503_within_the_connect_timeout(app_config, silent_database):
+    timeout = 2
+    app = create_app({**app_config, "DATABASE_URL": silent_database, "REDIS_URL": "", "DB_CONNECT_TIMEOUT": timeout})
+    answers = []
+
+    def ask():
+        began = time.monotonic()
+        resp = app.test_client().get("/api/user/client_list", query_string={"user_id": "12"})
+        answers.append((resp.status_code, resp.get_json()["success"], time.monotonic() - began))
+
+    threads = [threading.Thread(target=ask) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    app.extensions["gpufs"].close()
+    assert len(answers) == 20 and all(status == 503 and success is False for status, success, _ in answers)
+    slowest = max(seconds for _, _, seconds in answers)
+    assert slowest < timeout + 1, sorted(seconds for _, _, seconds in answers)
