@@ -31,9 +31,9 @@ def endpoint(summary, query=None, body=None, data=None, many=False, conflict=Fal
             if isinstance(result, Response):
                 return result
             if isinstance(result, Cached):
-                body, _hit = state().cache.fetch(result.scope, request.endpoint, result.args,
-                                                 lambda: dumps(_dump(out, result.produce())), live=result.live)
-                return respond(body)
+                answer, _hit = state().cache.fetch(result.scope, request.endpoint, result.args,
+                                                   lambda: dumps(_dump(out, result.produce())), live=result.live)
+                return respond(answer)
             return respond(_dump(out, result))
 
         return describe(summary, query=query, body=body, data=data, many=many, conflict=conflict)(run)
@@ -53,8 +53,8 @@ class Cached:
 
 
 def json_object():
-    """The JSON object body: non-JSON is 415, unparsable JSON or a non-object is 400. A query string
-    counts a repeated parameter by its first value (request.args.to_dict())."""
+    """The JSON object body: non-JSON is 415, unparsable JSON or a non-object is 400. (A query string
+    is loaded from request.args.to_dict(): a repeated parameter counts by its first value.)"""
     if not request.is_json:
         raise UnsupportedMediaType()
     data = request.get_data(cache=False)
