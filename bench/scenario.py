@@ -193,7 +193,7 @@ class Scenario:
                                       seen if kind == "client_status_list" else None))
         return streams, seen
 
-    def step(self, machines, warmup, window, dashboards=True, stop_early=True):
+    def step(self, machines, warmup, window, dashboards=True, stop_early=True, record=True):
         self.fleet.grow(machines)
         self.fleet.spread(machines)
         streams, seen = self.streams(machines, dashboards)
@@ -222,7 +222,7 @@ class Scenario:
         answered = sum(1 for o in step.outcomes if o.kind == REPORTS and o.status == 200)
         stored = self.fleet.stored_since(since) if machines else 0
         result = summarise(machines, step, answered, stored, before, after, seen)
-        if dashboards:
+        if record:
             self.results[machines] = result
             self.steps += 1
         return result
