@@ -25,7 +25,7 @@ LOCK_KEY = 7_354_260_800  # any constant: "a benchmark is running in this databa
 
 QUICK = {"seconds": 1, "rounds": 1, "cached_rounds": 1, "warmup": 1, "ingest_seconds": 3, "history": 2,
          "copy_reports": 1000, "fleet_window": 15, "fleet_warmup": 3, "fleet_resolution": 0.5, "fleet_steps": 3,
-         "cpu_window": 8}
+         "cpu_window": 8, "budget": 300}
 FIGURES = ("live", "dashboard", "1", "2", "3", "4", "5", "6", "7")
 
 
@@ -54,8 +54,10 @@ def parse_args(argv):
     g.add_argument("--fleet-warmup", type=int, default=5, help="seconds of load before each step's window")
     g.add_argument("--fleet-resolution", type=float, default=0.2,
                    help="stop bisecting when the smallest failing size is within this share of the largest passing")
-    # Four steps: from half of saturation, one doubling and two halvings of the gap reach 20%.
-    g.add_argument("--fleet-steps", type=int, default=4, help="at most this many steps in the search")
+    g.add_argument("--fleet-steps", type=int, default=6, help="at most this many steps in the search")
+    g.add_argument("--budget", type=int, default=570,
+                   help="seconds for the whole run: the search starts no step the figures after it would not "
+                        "have time for")
     g.add_argument("--cpu-window", type=int, default=10,
                    help="measured seconds of the fleet alone at capacity (CPU per report)")
     g = p.add_argument_group("figures 1-7")
@@ -87,10 +89,10 @@ def parse_args(argv):
     if args.scale <= 0 or min(args.seconds, args.rounds, args.cached_rounds, args.connections,
                               args.ingest_seconds, args.fleet_window, args.fleet_steps, args.cpu_window) < 1 \
             or args.warmup < 0 or args.fleet_warmup < 0 or args.history < 2 or not 1 <= args.batch <= 1000 \
-            or args.fleet_resolution <= 0 or (args.fleet is not None and args.fleet < 100):
-        p.error("--scale and --fleet-resolution must be > 0; --fleet >= 100; --seconds, --rounds, --cached-rounds, "
-                "--connections, --ingest-seconds, --fleet-window, --fleet-steps, --cpu-window >= 1; --history >= 2; "
-                "--batch 1-1000")
+            or args.fleet_resolution <= 0 or (args.fleet is not None and args.fleet < 100) or args.budget < 60:
+        p.error("--scale and --fleet-resolution must be > 0; --fleet >= 100; --budget >= 60; --seconds, --rounds, "
+                "--cached-rounds, --connections, --ingest-seconds, --fleet-window, --fleet-steps, --cpu-window >= 1; "
+                "--history >= 2; --batch 1-1000")
     return args
 
 
@@ -133,7 +135,7 @@ def _run(args, argv, dsn, settings, began, say):
     counts, secs = dataset.build(dsn, layout, say=lambda text: say(text))
     results.meta["dataset"] = {"rows": counts, "build_seconds": round(secs, 1)}
     say(f"  built in {secs:.0f} s: {counts['heartbeat']:,} heartbeats, {counts['gpu_assets']:,} clients")
-    bench = phases.Bench(args, dsn, redis_url, layout, workdir, results, say)
+    bench = phases.Bench(args, dsn, redis_url, layout, workdir, results, say, began)
     say(f"one table line per figure as it is measured:\n{HEAD}")
     if args.figures & {"live", "dashboard", 1, 2, 6}:
         phases.cached(bench)

@@ -25,11 +25,16 @@ FLASK_FLOOR = "/bench/flask/floor"  # bench/app.py: a constant from a bare Flask
 class Bench:
     """What every phase needs: where the data is, how long to measure, where results go."""
 
-    def __init__(self, args, dsn, redis_url, layout, workdir, results, say):
+    def __init__(self, args, dsn, redis_url, layout, workdir, results, say, began):
         self.args, self.dsn, self.redis_url, self.layout = args, dsn, redis_url, layout
         self.workdir, self.results, self.say = workdir, results, say
         self.settings = config.from_env()
         self.dsn_name = psycopg2.extensions.parse_dsn(dsn)["dbname"]
+        self.deadline = began + args.budget
+
+    def time_left(self):
+        """Seconds left of the run's --budget."""
+        return self.deadline - time.monotonic()
 
     def server(self, name, **env):
         # Token auth off (the load carries no keys); a metrics directory of the server's own.
@@ -181,7 +186,7 @@ def live(b, srv):
         passed, failed = (a.fleet, None) if r.passed else (None, a.fleet)
     else:
         passed, failed = sc.search(start, a.fleet_resolution, a.fleet_steps, a.fleet_warmup, a.fleet_window,
-                                   b.say)
+                                   b.say, lambda: b.time_left() - _after_search(b))
     res.meta["live"] = {"steps": [r.as_dict() for r in sc.results.values()], "polls": sc.present,
                         "capacity": passed, "smallest_failed": failed}
     for r in sc.results.values():
@@ -235,6 +240,16 @@ def live(b, srv):
                 rate / rates["batch"], "batch")
         res.add("L", "the capacity's report rate vs the COPY write limit (figure 6)", rate, "reports/s",
                 rate / rates["copy_limit"], "COPY")
+
+
+def _after_search(b):
+    """Seconds the run still needs once the search ends: the CPU measurements at the capacity, then
+    figures 7, 5 and 4 (about 150 s on a quiet machine, 200 under other load) and the dashboard."""
+    a = b.args
+    figures = {7: 20, 5: 30, 4: 170}
+    if importlib.util.find_spec("bench.dashboard") is not None:
+        figures["dashboard"] = 60
+    return 2 * (a.fleet_warmup + a.cpu_window + 5) + sum(v for k, v in figures.items() if k in a.figures)
 
 
 def _count(result, reports):

@@ -227,20 +227,30 @@ class Scenario:
             self.steps += 1
         return result
 
-    def search(self, start, resolution, max_steps, warmup, window, say):
+    def search(self, start, resolution, max_steps, warmup, window, say, time_left=None):
         def passes(n):
             r = self.step(n, warmup, window)
             say("   " + describe(r))
             return r.passed
-        return search(passes, start, resolution, max_steps, self.fleet.main_clients)
+
+        def may_go_on():
+            # A step that passes takes its whole warm-up and window, and the count after it.
+            if time_left is None or time_left() >= warmup + window + 15:
+                return True
+            say("   no time left for another step within the run's budget (--budget)")
+            return False
+        return search(passes, start, resolution, max_steps, self.fleet.main_clients, may_go_on)
 
 
-def search(passes, start, resolution, max_steps, smallest):
+def search(passes, start, resolution, max_steps, smallest, may_go_on=lambda: True):
     """(largest size that passed, smallest that failed): doubling from `start` until a step fails (halving
     while none has passed), then bisecting between the two until the failed one is within `resolution`
-    of the passed one, or `max_steps` steps ran. Sizes are rounded by _nice; none below `smallest`."""
+    of the passed one, `max_steps` steps ran, or `may_go_on()` says no before a step after the first.
+    Sizes are rounded by _nice; none below `smallest`."""
     passed, failed, n = None, None, start
-    for _ in range(max_steps):
+    for step in range(max_steps):
+        if step and not may_go_on():
+            break
         if passes(n):
             passed = n
         else:

@@ -99,6 +99,21 @@ def test_bench_search_halves_while_no_step_passes():
     assert tried == [11_000, 5500, 2800, 4200]  # the fourth step is the last one allowed
 
 
+def test_bench_search_starts_no_step_once_time_is_up():
+    tried, budget = [], [2]
+
+    def passes(n):
+        tried.append(n)
+        return True
+
+    def may_go_on():
+        budget[0] -= 1
+        return budget[0] >= 0
+
+    assert scenario.search(passes, 1000, 0.2, 10, 100, may_go_on) == (4000, None)
+    assert tried == [1000, 2000, 4000]
+
+
 def test_bench_search_stops_at_the_smallest_fleet():
     assert scenario.search(lambda n: False, 400, 0.2, 10, 100) == (None, 100)
 
