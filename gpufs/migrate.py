@@ -1,5 +1,6 @@
 """Numbered SQL migrations, applied once each, under an advisory lock so workers may race safely."""
 import logging
+from datetime import datetime, timezone
 from pathlib import Path
 
 import psycopg2
@@ -45,4 +46,8 @@ def _apply(conn):
         conn.autocommit = True
         log.info("applied migration %s", path.stem)
         done.append(path.stem)
+    # Reports of today and the next days land in partitions of their own from the start; the
+    # background task makes the rest of the retention window.
+    from .history import ensure
+    ensure(conn, datetime.now(timezone.utc))
     return done

@@ -29,7 +29,8 @@ def pytest_sessionstart(session):
         print(f"\nwaiting {left:.0f} s for UTC midnight, so the run stays within one day", file=sys.stderr)
         time.sleep(left + 1)
 TABLES = ("gpu_assets", "system_info", "device_info", "heartbeat", "heartbeat_bucket", "client_daily_stats",
-          "device_daily_stats", "client_uptime_days", "heartbeat_config_daily", "client_models", "tokens")
+          "device_daily_stats", "client_uptime_days", "heartbeat_config_daily", "client_models", "tokens",
+          "gpufs_gpu_samples", "gpufs_gpu_hourly")
 
 
 @pytest.fixture(scope="session")
