@@ -48,6 +48,7 @@ def init_app(app, url_prefix=None, config=None):
     """Register the API blueprints under `url_prefix` (default "/api") on any Flask app."""
     from . import history, openapi
     from .blueprints import client, models, monitor, user  # noqa: F401 (monitor adds views to user)
+    from .blueprints import history as history_views  # noqa: F401 (adds device_history to user)
     from .cli import gpufs_cli
 
     settings = config_module.from_env()

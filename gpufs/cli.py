@@ -60,11 +60,17 @@ def simulate_command(clients, days, user, seed, follow):
 @click.option("--older-than", "older_than", type=click.IntRange(1), default=None,
               help="Age in days [default: HEARTBEAT_RETENTION_DAYS].")
 def prune_command(older_than):
-    """Delete raw heartbeats older than the retention period, in bounded batches; daily rollups stay."""
-    from . import fleet
+    """Delete raw heartbeats older than the retention period, in bounded batches; daily rollups stay.
+    Per-GPU samples and their hourly rollups go by whole partitions past GPU_HISTORY_*_DAYS."""
+    from datetime import datetime, timezone
+
+    from . import fleet, history
     state = current_app.extensions["gpufs"]
     retention = int(state.config["HEARTBEAT_RETENTION_DAYS"])
     with state.pool.connection() as conn:
         done = fleet.prune(conn, older_than or retention, retention)
+        dropped = history.drop(conn, datetime.now(timezone.utc), int(state.config["GPU_HISTORY_RAW_DAYS"]),
+                               int(state.config["GPU_HISTORY_HOURLY_DAYS"]))
     click.echo(f"pruned {done['heartbeats']} heartbeats and {done['buckets']} bucket claims "
                f"older than {done['cutoff']:%Y-%m-%dT%H:%M:%SZ}")
+    click.echo(f"dropped {len(dropped)} GPU history partitions" + (f": {', '.join(dropped)}" if dropped else ""))

@@ -54,8 +54,8 @@ def device_history(conn, user_id, client_id, device_index, span):
     low = span["time_from"]
     if span["hourly"]:  # the hour holding the range's start, whole
         low = EPOCH + (low - EPOCH) // timedelta(hours=1) * timedelta(hours=1)
-    rows = query(conn, user_id=user_id, client_id=client_id, device_index=device_index,
-                      time_from=low, time_to=span["time_to"], step=span["step"])
+    rows = list(query(conn, user_id=user_id, client_id=client_id, device_index=device_index,
+                           time_from=low, time_to=span["time_to"], step=span["step"]))
     if not rows:
         return None
     devices = []

@@ -52,6 +52,8 @@ OPERATIONS = {
                                     query=schemas.MonitorQuery, data=("array", schemas.MonitorRow)),
     "gpufs_user.client_health": Op("Raw heartbeats, newest first; without `limit` every matching row, streamed",
                                    query=schemas.HealthQuery, data=("array", schemas.HealthRow)),
+    "gpufs_user.device_history": Op("One client's per-GPU history: a point per non-empty bucket of step seconds",
+                                    query=schemas.DeviceHistoryQuery, data=schemas.DeviceHistory),
     "gpufs_models.insert": Op("Create or update a model (upsert by name and version)",
                               body=schemas.InsertModel, data=NULL, conflict=True),
     "gpufs_models.get": Op("The model catalogue, largest GPU requirement first",
