@@ -63,9 +63,8 @@ def device_history(conn, user_id, client_id, device_index, span):
         if row["device_index"] is None:  # the client's one row when it has no sample in the range
             continue
         if not devices or devices[-1]["device_index"] != row["device_index"]:
-            devices.append({"device_index": row["device_index"], "points": []})
-        # Oldest first: the last bucket's name and uuid are the GPU's newest in the range.
-        devices[-1].update(name=row["name"], uuid=row["uuid"])
+            devices.append({"device_index": row["device_index"], "name": row["name"], "uuid": row["uuid"],
+                            "points": []})
         devices[-1]["points"].append({key: row[key] for key in POINT_FIELDS})
     return devices
 

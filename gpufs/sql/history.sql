@@ -4,31 +4,44 @@
 -- name: device-history(user_id, client_id, device_index, time_from, time_to, step)
 -- One point per GPU and non-empty bucket of `step` seconds (buckets start at multiples of the
 -- step since the epoch) over the raw samples in [time_from, time_to): averages and maxima,
--- rounded as the API shows them, and the name and uuid of the bucket's newest sample. One row
--- with a null device_index when the client has no sample in the range; no row when it is not
--- the user's. The range on reported_at, the partition key, prunes every partition outside it.
-select p.device_index, p.name, p.uuid, p.time, p.samples,
+-- rounded as the API shows them, with the name and uuid of the GPU's newest sample in the range.
+-- One row with a null device_index when the client has no sample in the range; no row when it
+-- is not the user's. The range on reported_at, the partition key, prunes every partition outside
+-- it. The names are looked up once per GPU by key: taking them in the aggregation made it sort
+-- every sample.
+with points as (
+    select device_index,
+           date_bin(make_interval(secs => :step), reported_at, timestamptz '1970-01-01 00:00:00+00') as time,
+           count(*) as samples,
+           avg(temp) as temp, max(temp) as temp_max,
+           avg(usage) as usage, max(usage) as usage_max,
+           avg(mem_usage) as mem_usage,
+           avg(power_usage) as power_usage, max(power_usage) as power_max,
+           max(reported_at) as newest
+      from gpufs_gpu_samples
+     where client_id = :client_id
+       and reported_at >= :time_from
+       and reported_at < :time_to
+       and (:device_index::integer is null or device_index = :device_index)
+     group by 1, 2
+), devices as (
+    select n.device_index, s.name, s.uuid
+      from (select device_index, max(newest) as newest from points group by 1) n
+     cross join lateral (select name, uuid
+                           from gpufs_gpu_samples
+                          where client_id = :client_id
+                            and device_index = n.device_index
+                            and reported_at = n.newest
+                            and reported_at >= :time_from
+                            and reported_at < :time_to) s
+)
+select p.device_index, d.name, d.uuid, p.time, p.samples,
        round(p.temp::numeric, 2)::float8 as temp, p.temp_max::numeric::float8 as temp_max,
        round(p.usage::numeric, 2)::float8 as usage, p.usage_max::numeric::float8 as usage_max,
        round(p.mem_usage::numeric, 2)::float8 as mem_usage,
        round(p.power_usage::numeric, 2)::float8 as power_usage, p.power_max::numeric::float8 as power_max
   from gpu_assets a
-  left join lateral (
-        select device_index,
-               date_bin(make_interval(secs => :step), reported_at, timestamptz '1970-01-01 00:00:00+00') as time,
-               (array_agg(name order by reported_at desc))[1] as name,
-               (array_agg(uuid order by reported_at desc))[1] as uuid,
-               count(*) as samples,
-               avg(temp) as temp, max(temp) as temp_max,
-               avg(usage) as usage, max(usage) as usage_max,
-               avg(mem_usage) as mem_usage,
-               avg(power_usage) as power_usage, max(power_usage) as power_max
-          from gpufs_gpu_samples
-         where client_id = :client_id
-           and reported_at >= :time_from
-           and reported_at < :time_to
-           and (:device_index::integer is null or device_index = :device_index)
-         group by 1, 2) p on true
+  left join (points p join devices d on d.device_index = p.device_index) on true
  where a.user_id = :user_id
    and a.client_id = :client_id
  order by p.device_index, p.time;
@@ -37,28 +50,39 @@ select p.device_index, p.name, p.uuid, p.time, p.samples,
 -- device-history from the hourly rollups, for ranges beyond the raw samples' retention: the
 -- hours starting in [time_from, time_to), `step` a multiple of 3600 so each hour falls in one
 -- bucket. The same answer as the raw samples would give: the rollups hold every stored sample.
-select p.device_index, p.name, p.uuid, p.time, p.samples::integer as samples,
+with points as (
+    select device_index,
+           date_bin(make_interval(secs => :step), hour, timestamptz '1970-01-01 00:00:00+00') as time,
+           sum(samples) as samples,
+           sum(temp_sum) / sum(samples) as temp, max(temp_max) as temp_max,
+           sum(usage_sum) / sum(samples) as usage, max(usage_max) as usage_max,
+           sum(mem_usage_sum) / sum(samples) as mem_usage,
+           sum(power_sum) / sum(samples) as power_usage, max(power_max) as power_max,
+           max(last_reported_at) as newest
+      from gpufs_gpu_hourly
+     where client_id = :client_id
+       and hour >= :time_from
+       and hour < :time_to
+       and (:device_index::integer is null or device_index = :device_index)
+     group by 1, 2
+), devices as (
+    select n.device_index, h.name, h.uuid
+      from (select device_index, max(newest) as newest from points group by 1) n
+     cross join lateral (select name, uuid
+                           from gpufs_gpu_hourly
+                          where client_id = :client_id
+                            and device_index = n.device_index
+                            and hour = date_trunc('hour', n.newest, 'UTC')
+                            and hour >= :time_from
+                            and hour < :time_to) h
+)
+select p.device_index, d.name, d.uuid, p.time, p.samples::integer as samples,
        round(p.temp::numeric, 2)::float8 as temp, p.temp_max::numeric::float8 as temp_max,
        round(p.usage::numeric, 2)::float8 as usage, p.usage_max::numeric::float8 as usage_max,
        round(p.mem_usage::numeric, 2)::float8 as mem_usage,
        round(p.power_usage::numeric, 2)::float8 as power_usage, p.power_max::numeric::float8 as power_max
   from gpu_assets a
-  left join lateral (
-        select device_index,
-               date_bin(make_interval(secs => :step), hour, timestamptz '1970-01-01 00:00:00+00') as time,
-               (array_agg(name order by last_reported_at desc))[1] as name,
-               (array_agg(uuid order by last_reported_at desc))[1] as uuid,
-               sum(samples) as samples,
-               sum(temp_sum) / sum(samples) as temp, max(temp_max) as temp_max,
-               sum(usage_sum) / sum(samples) as usage, max(usage_max) as usage_max,
-               sum(mem_usage_sum) / sum(samples) as mem_usage,
-               sum(power_sum) / sum(samples) as power_usage, max(power_max) as power_max
-          from gpufs_gpu_hourly
-         where client_id = :client_id
-           and hour >= :time_from
-           and hour < :time_to
-           and (:device_index::integer is null or device_index = :device_index)
-         group by 1, 2) p on true
+  left join (points p join devices d on d.device_index = p.device_index) on true
  where a.user_id = :user_id
    and a.client_id = :client_id
  order by p.device_index, p.time;
