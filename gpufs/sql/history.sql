@@ -33,7 +33,8 @@ with points as (
                             and device_index = n.device_index
                             and reported_at = n.newest
                             and reported_at >= :time_from
-                            and reported_at < :time_to) s
+                            and reported_at < :time_to
+                          limit 1) s  -- the limit keeps it a lookup per GPU, not a second scan of the range
 )
 select p.device_index, d.name, d.uuid, p.time, p.samples,
        round(p.temp::numeric, 2)::float8 as temp, p.temp_max::numeric::float8 as temp_max,
@@ -74,7 +75,8 @@ with points as (
                             and device_index = n.device_index
                             and hour = date_trunc('hour', n.newest, 'UTC')
                             and hour >= :time_from
-                            and hour < :time_to) h
+                            and hour < :time_to
+                          limit 1) h
 )
 select p.device_index, d.name, d.uuid, p.time, p.samples::integer as samples,
        round(p.temp::numeric, 2)::float8 as temp, p.temp_max::numeric::float8 as temp_max,
