@@ -90,6 +90,9 @@ begin
         else
             raise exception 'unknown gpu history kind: %', p_kind;
     end case;
+    -- One upkeep at a time (the task's leader, migrate on another host, prune), till commit:
+    -- two making one partition at once would have one fail.
+    perform pg_advisory_xact_lock(7453586465997026164);
     execute format('select array_agg(distinct date_trunc(%L, %I)) from %I', unit, col, parent || '_default')
        into missing;
     if missing is not null then
@@ -132,6 +135,7 @@ begin
         when 'hourly' then parent := 'gpufs_gpu_hourly'; stride := '1 month'; fmt := 'YYYYMMDD';
         else raise exception 'unknown gpu history kind: %', p_kind;
     end case;
+    perform pg_advisory_xact_lock(7453586465997026164);  -- as in gpufs_gpu_history_ensure
     for part in select c.relname
                   from pg_inherits i
                   join pg_class c on c.oid = i.inhrelid
