@@ -346,3 +346,14 @@ def test_device_history_is_in_the_openapi_document(client, db):
     names = {p["name"] for p in operation["parameters"]}
     assert {"user_id", "client_id", "device_index", "start_date", "end_date", "step"} <= names
     assert "404" in operation["responses"] and "400" in operation["responses"]
+
+
+def test_simulated_history_lands_in_its_days_partitions(app, runner, db):
+    day = midnight(-2)
+    upkeep(app, datetime.now(timezone.utc))
+    rows(db, f"drop table gpufs_gpu_samples_p{day:%Y%m%d}")  # as if only migrate had run (a fixed name)
+    result = runner.invoke(args=["gpufs", "simulate", "--clients", "1", "--days", "2", "--user", "sim"])
+    assert result.exit_code == 0, result.output
+    assert rows(db, "select count(*) from gpufs_gpu_samples_default") == [(0,)]
+    assert rows(db, "select count(*) > 0 from gpufs_gpu_samples where reported_at < %s", day + timedelta(days=1)) == [
+        (True,)]
