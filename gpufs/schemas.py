@@ -487,7 +487,7 @@ class DeviceInfo(Schema):
     power_limit = fields.Float(allow_none=True)
     ecc_uncorrected = fields.Integer(allow_none=True)
     xid = fields.Integer(allow_none=True)
-    processes = fields.List(fields.Dict(), allow_none=True)
+    processes = fields.List(fields.Nested(ProcessReport), allow_none=True)
 
 
 class ClientDetail(Schema):

@@ -2,6 +2,7 @@
 time partitions and retention, the optional readings, and GET /api/user/device_history."""
 from datetime import datetime, timedelta, timezone
 
+import psycopg2
 import pytest
 
 from gpufs import create_app, history
@@ -357,3 +358,20 @@ def test_simulated_history_lands_in_its_days_partitions(app, runner, db):
     assert rows(db, "select count(*) from gpufs_gpu_samples_default") == [(0,)]
     assert rows(db, "select count(*) > 0 from gpufs_gpu_samples where reported_at < %s", day + timedelta(days=1)) == [
         (True,)]
+
+
+def test_a_drop_that_cannot_lock_the_table_gives_up_and_keeps_the_partition(app, urls, db):
+    now = datetime.now(timezone.utc)
+    upkeep(app, now)
+    old = f"gpufs_gpu_samples_p{now - timedelta(days=13):%Y%m%d}"
+    reader = psycopg2.connect(urls["DATABASE_URL"])  # a long read holds the table
+    try:
+        with reader.cursor() as cur:
+            cur.execute("select count(*) from gpufs_gpu_samples")
+        with pytest.raises(psycopg2.errors.LockNotAvailable):
+            upkeep(app, now, GPU_HISTORY_RAW_DAYS=12)
+    finally:
+        reader.close()
+    assert rows(db, "select to_regclass(%s) is not null", old) == [(True,)]
+    assert old in upkeep(app, now, GPU_HISTORY_RAW_DAYS=12)["dropped"]  # the next run does it
+    upkeep(app, now)

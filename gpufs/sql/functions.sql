@@ -158,9 +158,11 @@ end
 $$;
 
 -- Drop every partition of `p_kind` whose whole period lies before `p_before`: retention by
--- whole partitions, never row by row. Returns the partitions dropped.
+-- whole partitions, never row by row. Returns the partitions dropped. A drop locks the whole
+-- table, and reports and reads queue behind a lock being waited for: it waits 2 s at most, and
+-- failing that, the next run tries again.
 create or replace function gpufs_gpu_history_drop(p_kind text, p_before timestamptz)
-returns setof text language plpgsql set timezone to 'UTC' as $$
+returns setof text language plpgsql set timezone to 'UTC' set lock_timeout to '2s' as $$
 declare
     parent text;
     stride interval;
