@@ -58,15 +58,11 @@ def device_history(conn, user_id, client_id, device_index, span):
                            time_from=low, time_to=span["time_to"], step=span["step"]))
     if not rows:
         return None
-    devices = []
-    for row in rows:
-        if row["device_index"] is None:  # the client's one row when it has no sample in the range
-            continue
-        if not devices or devices[-1]["device_index"] != row["device_index"]:
-            devices.append({"device_index": row["device_index"], "name": row["name"], "uuid": row["uuid"],
-                            "points": []})
-        devices[-1]["points"].append({key: row[key] for key in POINT_FIELDS})
-    return devices
+    # A row per GPU with its points' fields as arrays of one length; none when the client has no sample.
+    return [{"device_index": row["device_index"], "name": row["name"], "uuid": row["uuid"],
+             "points": [dict(zip(POINT_FIELDS, point, strict=True))
+                        for point in zip(*(row[key] for key in POINT_FIELDS), strict=True)]}
+            for row in rows if row["device_index"] is not None]
 
 
 # ---- partition upkeep --------------------------------------------------------------------------
