@@ -1,5 +1,6 @@
 """Per-GPU history (contract section 8): each stored report's GPU samples and hourly rollups, their
 time partitions and retention, the optional readings, and GET /api/user/device_history."""
+import re
 from datetime import datetime, timedelta, timezone
 
 import psycopg2
@@ -7,6 +8,7 @@ import pytest
 
 from gpufs import create_app, history
 from gpufs.config import DEFAULTS
+from gpufs.db import queries
 from gpufs.tasks import Leader
 
 from .conftest import assert_envelope, new_client_id, register
@@ -375,3 +377,16 @@ def test_a_drop_that_cannot_lock_the_table_gives_up_and_keeps_the_partition(app,
     assert rows(db, "select to_regclass(%s) is not null", old) == [(True,)]
     assert old in upkeep(app, now, GPU_HISTORY_RAW_DAYS=12)["dropped"]  # the next run does it
     upkeep(app, now)
+
+
+def test_device_history_reads_only_the_partitions_of_its_range(app, client, db, cid):
+    now = datetime.now(timezone.utc)
+    upkeep(app, now)  # a partition for every day of the retention, and some ahead
+    low = now - timedelta(hours=3)
+    with db.cursor() as cur:  # the query's own text, its parameters bound
+        cur.execute("explain (costs off) " + queries.device_history.sql,
+                    {"user_id": "12", "client_id": bytes.fromhex(cid), "device_index": None, "time_from": low,
+                     "time_to": now, "step": 300})
+        plan = "\n".join(row[0] for row in cur.fetchall())
+    read = set(re.findall(r"gpufs_gpu_samples_(?:p\d{8}|default)(?!\w)", plan))  # tables, not their indexes
+    assert read == {f"gpufs_gpu_samples_p{day:%Y%m%d}" for day in (low, now)}
