@@ -1,11 +1,15 @@
 """Per-GPU history (contract section 8): device_history's range, step and answer, and the upkeep of
 the sample tables' time partitions (a background task, migrate and `prune`)."""
+import logging
 from datetime import datetime, timedelta, timezone
+
+import psycopg2.errors
 
 from .db import queries
 from .errors import Invalid
 from .tasks import Task
 
+log = logging.getLogger("gpufs.history")
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 STEPS = (120, 300, 600, 1800, 3600, 21600, 86400)  # the default step: the first giving few enough points
 AUTO_POINTS = 500
@@ -82,11 +86,14 @@ def ensure(conn, now, raw_days=1, hourly_days=1):
 def drop(conn, now, raw_days, hourly_days):
     """Drop the partitions wholly older than the retention of their kind; returns the names dropped.
     Apart from `ensure`'s transactions: a drop locks the whole table, and must not wait holding
-    a lock a report needs."""
+    a lock a report needs. A table too busy to lock keeps its old partitions until the next run."""
     dropped = []
     for kind, days in (("raw", raw_days), ("hourly", hourly_days)):
-        with conn:
-            dropped += queries.gpu_history_drop(conn, kind=kind, before=now - timedelta(days=days))
+        try:
+            with conn:
+                dropped += queries.gpu_history_drop(conn, kind=kind, before=now - timedelta(days=days))
+        except psycopg2.errors.LockNotAvailable:
+            log.warning("old %s GPU history partitions not dropped: the table stayed busy; next run", kind)
     return dropped
 
 

@@ -370,8 +370,7 @@ def test_a_drop_that_cannot_lock_the_table_gives_up_and_keeps_the_partition(app,
     try:
         with reader.cursor() as cur:
             cur.execute("select count(*) from gpufs_gpu_samples")
-        with pytest.raises(psycopg2.errors.LockNotAvailable):
-            upkeep(app, now, GPU_HISTORY_RAW_DAYS=12)
+        assert upkeep(app, now, GPU_HISTORY_RAW_DAYS=12)["dropped"] == []
     finally:
         reader.close()
     assert rows(db, "select to_regclass(%s) is not null", old) == [(True,)]
