@@ -10,6 +10,7 @@ from .conftest import assert_envelope, new_client_id, register
 from .reports import gpu, iso, midnight, one, rows, send, send_batch
 
 INT64_MAX = 2**63 - 1
+DUPLICATE = "duplicate: this client_id and timestamp is already stored"
 
 
 def yesterday_10():
@@ -320,6 +321,23 @@ def test_batch_of_500_reports_with_8_gpus_is_written_whole(client, db, cid):
     assert one(db, "select sum(total_heartbeats) from client_daily_stats")[0] == 500
     assert one(db, "select count(*) from device_info") == (16,)
     assert one(db, "select min(reported_at) from system_info") == (yesterday_10() + timedelta(minutes=498),)
+
+
+def test_batch_after_single_reports_is_answered_as_on_a_fresh_connection(client, db, cid):
+    # The write's plan is kept per connection (gpufs_ingest_reports) and, after five calls, may be one
+    # plan for every batch size: single reports first, then a batch with a repeat and a shared bucket.
+    for i in range(8):
+        assert send(client, report(cid, ts=yesterday_10() + timedelta(minutes=2 * i)))["data"]["counted"] is True
+    later = yesterday_10() + timedelta(hours=1)
+    batch = [report(cid, ts=later), report(cid, ts=later), report(cid, ts=later + timedelta(seconds=30)),
+             report(cid, ts=yesterday_10())]
+    data = send_batch(client, batch)["data"]
+    assert [(r["status"], r["message"]) for r in data["results"]] == [
+        ("stored", "stored and counted"), ("duplicate", DUPLICATE),
+        ("stored", "stored; not counted: its bucket already has a report"), ("duplicate", DUPLICATE)]
+    assert one(db, "select count(*) from heartbeat") == (10,)
+    assert daily(db, cid)[0] == 9
+    assert one(db, "select count(*), sum(samples) from gpufs_gpu_hourly") == (2, 10)
 
 
 def test_concurrent_batches_count_each_bucket_exactly_once(app, db, cid):
