@@ -1,4 +1,5 @@
 """The benchmark's dataset, built set-based in gpufs_bench (bench/dataset.sql), and its user groups."""
+import hashlib
 import math
 import time
 from contextlib import contextmanager
@@ -97,6 +98,7 @@ def _build(conn, layout, say):
     q.add_models(conn, count=MODELS)
     say(f"  {lo.main_clients} clients x {lo.days} days of heartbeats every {INTERVAL} s for {lo.main}")
     add_history(conn, lo, lo.main, lo.start, lo.end)
+    add_gpu_samples(conn, lo, lo.start, lo.end)
     background = f"{lo.run}-bg-%"
     say("  background: a week of rollups and the last hour of heartbeats of the other users' clients")
     hour_ago = lo.end - timedelta(hours=1) + timedelta(seconds=INTERVAL)
@@ -117,6 +119,18 @@ def add_history(conn, layout, user, time_from, time_to):
     q.add_device_rollups(conn, users=user, day_from=time_from.date(), day_to=time_to.date())
 
 
+def first_client(user):
+    """dataset.sql's id of the user's client 1."""
+    return hashlib.md5(f"{user}:1".encode()).digest()
+
+
+def add_gpu_samples(conn, layout, time_from, time_to):
+    """The per-GPU samples of the main user's client 1 over [time_from, time_to]: device_history's."""
+    list(queries.add_gpu_partitions(conn, time_from=time_from, time_to=time_to))
+    queries.add_gpu_samples(conn, client_id=first_client(layout.main), time_from=time_from, time_to=time_to,
+                            interval=INTERVAL)
+
+
 def extend_history(dsn, layout, factor):
     """Give the main user `factor` x the raw heartbeats: more days before the existing ones."""
     conn = connect(dsn)
@@ -130,6 +144,7 @@ def extend_history(dsn, layout, factor):
         older_from = first_day - timedelta(days=layout.days * (factor - 1))
         queries.backdate_clients(conn, users=layout.main, created_at=older_from - timedelta(seconds=60))
         add_history(conn, layout, layout.main, older_from, older_to)
+        add_gpu_samples(conn, layout, older_from, older_to)
         vacuum(conn)
         return queries.count_heartbeats(conn, users=layout.main), time.monotonic() - began
     finally:

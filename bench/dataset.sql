@@ -7,7 +7,8 @@
 -- name: truncate-all()!
 -- Only ever run against the benchmark's own database (gpufs_bench).
 truncate gpu_assets, system_info, device_info, heartbeat, heartbeat_bucket, client_daily_stats,
-         device_daily_stats, heartbeat_config_daily, client_models, tokens restart identity;
+         device_daily_stats, heartbeat_config_daily, client_models, tokens, gpufs_gpu_samples,
+         gpufs_gpu_hourly restart identity;
 
 -- name: register-clients(user_id, count, created_at)!
 -- `count` clients of one user; ids derived from the user id, so a rerun makes the same ones.
@@ -167,3 +168,21 @@ select i.indrelid::regclass::text, x.relname, 'drop index ' || i.indexrelid::reg
   join pg_class x on x.oid = i.indexrelid
  where i.indrelid = any(:tables::regclass[])
    and not exists (select 1 from pg_constraint c where c.conindid = i.indexrelid);
+
+-- name: add-gpu-partitions(time_from, time_to)
+-- The day partitions of the GPU samples over [time_from, time_to], as the server's upkeep makes them;
+-- a statement of its own: rows go to the partitions attached before their insert starts.
+select gpufs_gpu_history_ensure('raw', :time_from::timestamptz, :time_to::timestamptz + interval '1 day');
+
+-- name: add-gpu-samples(client_id, time_from, time_to, interval)!
+-- One sample per GPU (8) of one client every `interval` s from `time_from` to `time_to` (both
+-- multiples of it), for device_history (figure 4).
+insert into gpufs_gpu_samples (client_id, device_index, reported_at, name, uuid, temp, usage, mem_usage,
+                               power_usage)
+select :client_id, g, to_timestamp(k * :interval), 'NVIDIA H100 80GB HBM3', 'GPU-bench-' || g,
+       40 + mod(k, 41), mod(k * 7 + g, 101), mod(k * 3 + g, 101), 100 + mod(k * 11, 500)
+  from generate_series((extract(epoch from :time_from::timestamptz) / :interval)::bigint,
+                       (extract(epoch from :time_to::timestamptz) / :interval)::bigint) as k
+ cross join generate_series(0, 7) as g
+ order by k, g
+    on conflict do nothing;
