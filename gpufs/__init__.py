@@ -46,7 +46,8 @@ class State:
 
 def init_app(app, url_prefix=None, config=None):
     """Register the API blueprints under `url_prefix` (default "/api") on any Flask app."""
-    from . import openapi
+    from . import alerts, openapi
+    from .blueprints import alerts as alert_views  # noqa: F401 (adds views to user)
     from .blueprints import client, models, monitor, user  # noqa: F401 (monitor adds views to user)
     from .cli import gpufs_cli
 
@@ -56,6 +57,7 @@ def init_app(app, url_prefix=None, config=None):
     prefix = (url_prefix if url_prefix is not None else settings["GPUFS_URL_PREFIX"]).rstrip("/")
     state = State(settings, prefix)
     app.extensions["gpufs"] = state
+    alerts.init_app(state)
 
     app.register_blueprint(user.bp, url_prefix=prefix + "/user")
     app.register_blueprint(models.bp, url_prefix=prefix + "/models")

@@ -14,6 +14,7 @@ from flask import Blueprint, Response, current_app, request, send_from_directory
 from markupsafe import escape
 
 from . import schemas
+from .alerts import schemas as alert_schemas
 from .db import state
 
 bp = Blueprint("gpufs_openapi", __name__)
@@ -52,6 +53,12 @@ OPERATIONS = {
                                     query=schemas.MonitorQuery, data=("array", schemas.MonitorRow)),
     "gpufs_user.client_health": Op("Raw heartbeats, newest first; without `limit` every matching row, streamed",
                                    query=schemas.HealthQuery, data=("array", schemas.HealthRow)),
+    "gpufs_user.alerts": Op("The user's alerts, newest first: firing by default, resolved or all",
+                            query=alert_schemas.AlertsQuery, data=("array", alert_schemas.AlertItem)),
+    "gpufs_user.alert_settings": Op("The user's alert thresholds and notification targets (defaults where unset)",
+                                    query=alert_schemas.AlertSettingsQuery, data=alert_schemas.AlertSettings),
+    "gpufs_user.save_alert_settings": Op("Change some of the user's alert thresholds or targets (null clears a URL)",
+                                         body=alert_schemas.SaveAlertSettings, data=alert_schemas.AlertSettings),
     "gpufs_models.insert": Op("Create or update a model (upsert by name and version)",
                               body=schemas.InsertModel, data=NULL, conflict=True),
     "gpufs_models.get": Op("The model catalogue, largest GPU requirement first",

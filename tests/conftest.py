@@ -126,8 +126,10 @@ def free_port():
 def server(urls, tmp_path_factory):
     """The real gunicorn process, started the way the README starts it; yields its base URL."""
     port = free_port()
+    # No background tasks: tests run them with their own evaluation time, which a live leader
+    # on the same database would race (and it would hold the one leader lock).
     env = dict(os.environ, DATABASE_URL=urls["DATABASE_URL"], REDIS_URL=urls["REDIS_URL"],
-               GPUFS_BIND=f"127.0.0.1:{port}", GUNICORN_WORKERS="2")
+               GPUFS_BIND=f"127.0.0.1:{port}", GUNICORN_WORKERS="2", BACKGROUND_TASKS="false")
     gunicorn = Path(sys.executable).with_name("gunicorn")
     log = tmp_path_factory.mktemp("gunicorn") / "stderr.log"
     with open(log, "wb") as err:
