@@ -167,6 +167,19 @@ def test_resolved_is_sent_only_after_its_firing(client, db, receiver, at, send_d
     assert [key.split(":")[1] for key in receiver.keys()] == ["firing", "firing", "resolved"]
 
 
+def test_settled_notifications_are_kept_a_week(client, db, receiver, at, send_due):
+    settings(client, webhook_url=receiver.url)
+    register(client, status="error")
+    t0 = now()
+    at(t0)
+    send_due(t0)
+    send_due(t0 + timedelta(days=7) - SECOND)
+    assert one(db, "select count(*) from gpufs_alert_outbox")[0] == 1
+    send_due(t0 + timedelta(days=7, seconds=1))
+    assert one(db, "select count(*) from gpufs_alert_outbox")[0] == 0
+    assert one(db, "select count(*) from gpufs_alerts")[0] == 1
+
+
 def test_webhook_redirect_is_not_followed(client, receiver, at, send_due):
     settings(client, webhook_url=receiver.url + "/hook")
     register(client, status="error")

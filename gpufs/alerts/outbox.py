@@ -18,6 +18,7 @@ log = logging.getLogger("gpufs.alerts")
 BATCH = 50
 LEASE = timedelta(minutes=2)  # a claimed notification whose sender died is sent again after this
 GIVE_UP_AFTER = timedelta(hours=1)
+KEEP_SETTLED = timedelta(days=7)  # delivered or given-up notifications, for looking into a delivery
 FIRST_RETRY_SECONDS, LAST_RETRY_SECONDS = 15, 600
 item_out = AlertItem()
 
@@ -26,6 +27,7 @@ def deliver(conn, now, allow_private):
     """Send every notification due at `now`; return the results' counts. `conn` is a pool
     connection (autocommit, rows as dicts). Nothing is held open while a target answers."""
     with conn:
+        queries.alerts_outbox_prune(conn, before=now - KEEP_SETTLED)
         due = list(queries.alerts_outbox_claim(conn, now=now, lease_until=now + LEASE, batch=BATCH))
     results = {}
     for row in due:

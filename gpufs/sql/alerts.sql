@@ -187,6 +187,11 @@ update gpufs_alert_outbox
    set given_up_at = :now, last_error = :error
  where id = :id;
 
+-- name: alerts-outbox-prune(before)!
+-- Notifications settled (delivered or given up) before `before`: their alerts keep the story.
+delete from gpufs_alert_outbox
+ where coalesce(delivered_at, given_up_at) < :before;
+
 -- name: alerts-firing-for-alertmanager()
 -- Every firing alert of a user with an Alertmanager: re-sent after each evaluation, as
 -- Alertmanager expects of its clients (else it resolves them itself).
