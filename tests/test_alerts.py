@@ -80,6 +80,21 @@ def test_offline_counts_from_the_last_heartbeat_and_resolves_on_recovery(client,
     assert alerts(db) == [("offline", None, "resolved", seen + 7 * MINUTE, seen + 9 * MINUTE, 7.0, 5.0)]
 
 
+def test_offline_after_the_evaluator_starts_waits_offline_minutes_but_keeps_what_fires(client, db, leader_conn):
+    """Silence while no server listened is not the client's: it gets offline_minutes to report."""
+    old, new = register(client, status="online"), register(client, status="online")
+    rows(db, "update gpu_assets set created_at = created_at - interval '1 hour' where client_id = %s",
+         bytes.fromhex(old))
+    t0 = now()
+    assert evaluate(leader_conn, t0)["offline"][0] == 1  # old: silent for an hour
+    rows(db, "update gpu_assets set created_at = created_at - interval '1 hour' where client_id = %s",
+         bytes.fromhex(new))
+    restart = t0 + MINUTE
+    assert evaluate(leader_conn, restart, since=restart)["offline"][:3] == (0, 1, 0)  # kept, none opened
+    assert evaluate(leader_conn, restart + 5 * MINUTE - timedelta(seconds=1), since=restart)["offline"][0] == 0
+    assert evaluate(leader_conn, restart + 5 * MINUTE, since=restart)["offline"][0] == 1
+
+
 def test_offline_is_not_for_clients_in_maintenance(client, db, at):
     cid = register(client, status="maintenance")
     assert at(created_at(db, cid) + 60 * MINUTE)["offline"][0] == 0
@@ -231,7 +246,8 @@ def test_two_evaluators_at_the_same_moment_open_one_alert(client, db, urls):
     t0 = now()
     first, second = psycopg2.connect(urls["DATABASE_URL"]), psycopg2.connect(urls["DATABASE_URL"])
     try:
-        opened = queries.alerts_evaluate(first, condition="error_status", now=t0, **DEFAULTS)  # not committed
+        # not committed yet:
+        opened = queries.alerts_evaluate(first, condition="error_status", now=t0, since=None, **DEFAULTS)
         assert opened[0] == 1
         result = {}
         other = threading.Thread(target=lambda: result.update(evaluate(second, t0)))

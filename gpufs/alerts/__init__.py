@@ -1,6 +1,7 @@
 """Alerts (contract section 10): conditions evaluated in SQL by the one background-task leader,
 kept in PostgreSQL, and sent from an outbox to webhooks and Alertmanagers."""
 import logging
+from datetime import timedelta
 
 from prometheus_client import Counter, Gauge
 
@@ -29,19 +30,29 @@ def init_app(state):
     from .outbox import Sender
     sender = Sender(state)
 
+    every = float(state.config["ALERT_EVAL_SECONDS"])
+    leading = {"since": None, "last": None}
+
     def run(conn, now):
-        evaluate(conn, now)
+        # A run missed (this process was not leading, or the database was away) starts a new
+        # lead: clients get offline_minutes from now to report before they are called offline.
+        if leading["last"] is None or now - leading["last"] > timedelta(seconds=3 * every):
+            leading["since"] = now
+        leading["last"] = now
+        evaluate(conn, now, since=leading["since"])
         sender.wake()  # sends on its own thread: a slow target never delays the next evaluation
 
-    state.tasks.append(Task("alerts", state.config["ALERT_EVAL_SECONDS"], run))
+    state.tasks.append(Task("alerts", every, run))
 
 
-def evaluate(conn, now):
+def evaluate(conn, now, since=None):
     """Evaluate every condition at `now`, in one transaction; return {condition: (opened, refreshed,
-    resolved, queued)}. `conn` is not in autocommit (the leader's, or a test's own)."""
+    resolved, queued)}. `conn` is not in autocommit (the leader's, or a test's own). `since`: when
+    this evaluator began; silence before it opens no offline alert (see alerts-evaluate)."""
     with conn:
         queries.alerts_capture_samples(conn, now=now, keep_minutes=MAX_MINUTES + 1)
-        done = {condition: _values(queries.alerts_evaluate(conn, condition=condition, now=now, **DEFAULTS))
+        done = {condition: _values(queries.alerts_evaluate(conn, condition=condition, now=now, since=since,
+                                                            **DEFAULTS))
                 for condition in CONDITIONS}
         firing = dict(_values(row) for row in queries.alerts_firing_counts(conn))
     for condition in CONDITIONS:

@@ -1,12 +1,15 @@
 -- Alerts (contract section 10): evaluation, the outbox's queue, and what the alert endpoints run.
 
--- name: alerts-evaluate(condition, now, offline_minutes, temp_c, for_minutes, disk_percent)^
+-- name: alerts-evaluate(condition, now, since, offline_minutes, temp_c, for_minutes, disk_percent)^
 -- One condition over every user's valid clients, at evaluation time `now`: open an alert where
 -- it holds and none is firing, refresh the figures of the firing ones, resolve those whose
 -- condition no longer holds, and queue a notification for each opened or resolved alert to
 -- the targets its user has set, all in this one statement. `holding` has one branch per
 -- condition; the others are skipped by their constant guard. `opens`: a gpu_hot GPU whose
 -- latest sample is hot keeps a firing alert open, but only a window of hot samples opens one.
+-- Likewise offline: silence keeps one open, but only silence since `since` (when this evaluator
+-- began, null for none) opens one, so clients silent only because the server was down get
+-- offline_minutes to report again before they are called offline.
 -- The other parameters are the defaults of users without settings of their own.
 with clients as (
     select a.user_id, a.client_id, coalesce(a.client_name, encode(a.client_id, 'hex')) as client_name, a.client_status,
@@ -19,7 +22,8 @@ with clients as (
       left join gpufs_alert_settings st on st.user_id = a.user_id
      where coalesce(a.valid_status, 'valid') = 'valid'
 ), holding as (
-    select c.user_id, c.client_id, null::smallint as device_index, true as opens,
+    select c.user_id, c.client_id, null::smallint as device_index,
+           :now - greatest(seen.at, coalesce(:since, seen.at)) >= make_interval(mins => c.offline_minutes) as opens,
            (extract(epoch from :now - seen.at) / 60)::float8 as value, c.offline_minutes::float8 as threshold,
            c.client_name || ': no heartbeat for ' || floor(extract(epoch from :now - seen.at) / 60) || ' minutes'
                as message
