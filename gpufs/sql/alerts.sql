@@ -47,23 +47,36 @@ with clients as (
      where :condition = 'disk_full'
        and si.disk_usage >= c.disk_percent
     union all
-    select c.user_id, c.client_id, g.device_index, w.samples >= 2 and w.coolest >= c.temp_c, g.temp, c.temp_c,
-           c.client_name || ': GPU ' || g.device_index || ' at ' || g.temp || ' °C'
+    select c.user_id, c.client_id, d.device_index, w.samples >= 2 and w.coolest >= c.temp_c, t.temp, c.temp_c,
+           c.client_name || ': GPU ' || d.device_index || ' at ' || t.temp || ' °C'
       from clients c
-      -- each GPU's latest sample up to `now`
-      join lateral (select distinct on (s.device_index) s.device_index, s.temp
-                      from gpufs_alert_gpu_samples s
-                     where s.client_id = c.client_id
-                       and s.reported_at <= :now
-                     order by s.device_index, s.reported_at desc) g on true
-     cross join lateral (select count(*) as samples, min(s.temp) as coolest
+      join device_info d on d.client_id = c.client_id  -- the GPUs of the latest report of the client
+     cross join lateral (select count(*) as samples, min(s.temp) as coolest,
+                                (array_agg(s.temp order by s.reported_at desc))[1] as latest
                            from gpufs_alert_gpu_samples s
                           where s.client_id = c.client_id
-                            and s.device_index = g.device_index
+                            and s.device_index = d.device_index
                             and s.reported_at > :now - make_interval(mins => c.for_minutes)
                             and s.reported_at <= :now) w
+      -- The latest sample up to `now` is the last in the window when it has one. Else only a GPU whose
+      -- alert is firing needs it (to keep or resolve it): one index probe, for those alone.
+      left join lateral (select s.temp
+                           from gpufs_alert_gpu_samples s
+                          where w.samples = 0
+                            and exists (select 1
+                                          from gpufs_alerts f
+                                         where f.state = 'firing'
+                                           and f.condition = 'gpu_hot'
+                                           and f.client_id = c.client_id
+                                           and f.device_index = d.device_index)
+                            and s.client_id = c.client_id
+                            and s.device_index = d.device_index
+                            and s.reported_at <= :now
+                          order by s.reported_at desc
+                          limit 1) earlier on true
+     cross join lateral (select coalesce(w.latest, earlier.temp) as temp) t
      where :condition = 'gpu_hot'
-       and g.temp >= c.temp_c
+       and t.temp >= c.temp_c
 ), opened as (
     -- A firing alert of the same key makes this a no-op (the unique partial index), also for a
     -- second evaluator running at the same moment.
