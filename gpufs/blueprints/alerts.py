@@ -22,7 +22,7 @@ settings_out = alert_schemas.AlertSettings()
 def alerts():
     args = load_args(alerts_in)
     low, high = schemas.time_range(args)
-    rows = queries.user_alerts(get_db(), user_id=args["user_id"], client_id=args.get("client_id"),
+    rows = queries.alerts(get_db(), user_id=args["user_id"], client_id=args.get("client_id"),
                                state=None if args["state"] == "all" else args["state"], time_from=low, time_to=high)
     return respond(alerts_out.dump(list(rows)))
 
@@ -30,7 +30,7 @@ def alerts():
 @bp.get("/alert_settings")
 def alert_settings():
     args = load_args(settings_in)
-    return respond(settings_out.dump(queries.user_alert_settings(get_db(), user_id=args["user_id"], **DEFAULTS)))
+    return respond(settings_out.dump(queries.alert_settings(get_db(), user_id=args["user_id"], **DEFAULTS)))
 
 
 @bp.post("/alert_settings")
@@ -44,7 +44,7 @@ def save_alert_settings():
             webhook_url=data.get("webhook_url"), set_webhook="webhook_url" in data,
             alertmanager_url=data.get("alertmanager_url"), set_alertmanager="alertmanager_url" in data,
             now=datetime.now(timezone.utc))
-    return respond(settings_out.dump(queries.user_alert_settings(conn, user_id=data["user_id"], **DEFAULTS)))
+    return respond(settings_out.dump(queries.alert_settings(conn, user_id=data["user_id"], **DEFAULTS)))
 
 
 def _check_urls(data):

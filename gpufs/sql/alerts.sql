@@ -222,7 +222,7 @@ select st.alertmanager_url as url,
    and st.alertmanager_url is not null
  order by st.alertmanager_url, f.alert_id;
 
--- name: user-alerts(user_id, state, client_id, time_from, time_to)
+-- name: alerts(user_id, state, client_id, time_from, time_to)
 -- The user's alerts, newest first: `state` firing, resolved or null for all; with a time
 -- range, those firing at some moment in it.
 select f.alert_id, f.client_id, g.client_name, f.condition, f.device_index, f.state,
@@ -236,7 +236,7 @@ select f.alert_id, f.client_id, g.client_name, f.condition, f.device_index, f.st
    and (:time_from::timestamptz is null or f.ends_at is null or f.ends_at >= :time_from)
  order by f.starts_at desc, f.alert_id desc;
 
--- name: user-alert-settings(user_id, offline_minutes, temp_c, for_minutes, disk_percent)^
+-- name: alert-settings(user_id, offline_minutes, temp_c, for_minutes, disk_percent)^
 -- A user's settings, the defaults where none were set.
 select u.user_id,
        coalesce(st.offline_minutes, :offline_minutes) as offline_minutes,
