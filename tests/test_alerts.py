@@ -7,7 +7,7 @@ import psycopg2
 import pytest
 
 from gpufs import create_app
-from gpufs.alerts import DEFAULTS, evaluate
+from gpufs.alerts import DEFAULTS, Lead, evaluate
 from gpufs.db import queries
 from gpufs.tasks import Leader, Task
 
@@ -93,6 +93,12 @@ def test_offline_after_the_evaluator_starts_waits_offline_minutes_but_keeps_what
     assert evaluate(leader_conn, restart, since=restart)["offline"][:3] == (0, 1, 0)  # kept, none opened
     assert evaluate(leader_conn, restart + 5 * MINUTE - timedelta(seconds=1), since=restart)["offline"][0] == 0
     assert evaluate(leader_conn, restart + 5 * MINUTE, since=restart)["offline"][0] == 1
+
+
+def test_a_missed_evaluation_starts_a_new_lead():
+    lead, t0 = Lead(15), now()
+    assert [lead.since(t0 + k * 15 * timedelta(seconds=1)) for k in range(4)] == [t0] * 4
+    assert lead.since(t0 + 45 * timedelta(seconds=1) + MINUTE) == t0 + 45 * timedelta(seconds=1) + MINUTE
 
 
 def test_offline_is_not_for_clients_in_maintenance(client, db, at):

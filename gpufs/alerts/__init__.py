@@ -31,18 +31,28 @@ def init_app(state):
     sender = Sender(state)
 
     every = float(state.config["ALERT_EVAL_SECONDS"])
-    leading = {"since": None, "last": None}
+    lead = Lead(every)
 
     def run(conn, now):
-        # A run missed (this process was not leading, or the database was away) starts a new
-        # lead: clients get offline_minutes from now to report before they are called offline.
-        if leading["last"] is None or now - leading["last"] > timedelta(seconds=3 * every):
-            leading["since"] = now
-        leading["last"] = now
-        evaluate(conn, now, since=leading["since"])
+        evaluate(conn, now, since=lead.since(now))
         sender.wake()  # sends on its own thread: a slow target never delays the next evaluation
 
     state.tasks.append(Task("alerts", every, run))
+
+
+class Lead:
+    """When this process's evaluations began: a run missed (it was not leading, or the database was
+    away) starts anew, and clients get offline_minutes from then to report before being offline."""
+
+    def __init__(self, every):
+        self.gap = timedelta(seconds=3 * every)
+        self.began = self.last = None
+
+    def since(self, now):
+        if self.last is None or now - self.last > self.gap:
+            self.began = now
+        self.last = now
+        return self.began
 
 
 def evaluate(conn, now, since=None):
