@@ -4,47 +4,44 @@ from datetime import datetime, timezone
 from .. import schemas
 from ..alerts import DEFAULTS, targets
 from ..alerts import schemas as alert_schemas
-from ..auth import identity
+from ..auth import authorize_user, identity
 from ..db import get_db, queries
-from ..envelope import respond
 from ..errors import Forbidden, Invalid
-from . import cfg, load_args, load_json
+from . import cfg, endpoint
 from .user import bp
-
-alerts_in = alert_schemas.AlertsQuery()
-settings_in = alert_schemas.AlertSettingsQuery()
-save_in = alert_schemas.SaveAlertSettings()
-alerts_out = alert_schemas.AlertItem(many=True)
-settings_out = alert_schemas.AlertSettings()
 
 
 @bp.get("/alerts")
-def alerts():
-    args = load_args(alerts_in)
+@endpoint("The user's alerts, newest first: firing by default, resolved or all", query=alert_schemas.AlertsQuery,
+          data=alert_schemas.AlertItem, many=True)
+def alerts(args):
+    authorize_user(args["user_id"])
     low, high = schemas.time_range(args)
-    rows = queries.alerts(get_db(), user_id=args["user_id"], client_id=args.get("client_id"),
-                               state=None if args["state"] == "all" else args["state"], time_from=low, time_to=high)
-    return respond(alerts_out.dump(list(rows)))
+    return list(queries.alerts(get_db(), user_id=args["user_id"], client_id=args.get("client_id"),
+                               state=None if args["state"] == "all" else args["state"], time_from=low, time_to=high))
 
 
 @bp.get("/alert_settings")
-def alert_settings():
-    args = load_args(settings_in)
-    return respond(settings_out.dump(queries.alert_settings(get_db(), user_id=args["user_id"], **DEFAULTS)))
+@endpoint("The user's alert thresholds and notification targets (the defaults where unset)",
+          query=alert_schemas.AlertSettingsQuery, data=alert_schemas.AlertSettings)
+def alert_settings(args):
+    authorize_user(args["user_id"])
+    return queries.alert_settings(get_db(), user_id=args["user_id"], **DEFAULTS)
 
 
 @bp.post("/alert_settings")
-def save_alert_settings():
-    data = load_json(save_in)
+@endpoint("Change some of the user's alert thresholds or targets (null clears a URL); answers the settings",
+          body=alert_schemas.SaveAlertSettings, data=alert_schemas.AlertSettings)
+def save_alert_settings(data):
+    authorize_user(data["user_id"])
     _check_urls(data)
-    conn = get_db()
-    with conn:
+    with get_db() as conn:
         queries.save_alert_settings(
             conn, user_id=data["user_id"], **{k: data.get(k) for k in alert_schemas.THRESHOLD_FIELDS},
             webhook_url=data.get("webhook_url"), set_webhook="webhook_url" in data,
             alertmanager_url=data.get("alertmanager_url"), set_alertmanager="alertmanager_url" in data,
             now=datetime.now(timezone.utc))
-    return respond(settings_out.dump(queries.alert_settings(conn, user_id=data["user_id"], **DEFAULTS)))
+    return queries.alert_settings(get_db(), user_id=data["user_id"], **DEFAULTS)
 
 
 def _check_urls(data):
