@@ -10,8 +10,8 @@ import orjson
 
 from ..db import queries
 from ..envelope import isoz
+from ..schemas import AlertItem
 from . import NOTIFICATIONS, targets
-from .schemas import AlertItem
 
 log = logging.getLogger("gpufs.alerts")
 

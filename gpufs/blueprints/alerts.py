@@ -3,7 +3,6 @@ from datetime import datetime, timezone
 
 from .. import schemas
 from ..alerts import DEFAULTS, targets
-from ..alerts import schemas as alert_schemas
 from ..auth import authorize_user, identity
 from ..db import get_db, queries
 from ..errors import Forbidden, Invalid
@@ -12,8 +11,8 @@ from .user import bp
 
 
 @bp.get("/alerts")
-@endpoint("The user's alerts, newest first: firing by default, resolved or all", query=alert_schemas.AlertsQuery,
-          data=alert_schemas.AlertItem, many=True)
+@endpoint("The user's alerts, newest first: firing by default, resolved or all", query=schemas.AlertsQuery,
+          data=schemas.AlertItem, many=True)
 def alerts(args):
     authorize_user(args["user_id"])
     low, high = schemas.time_range(args)
@@ -23,7 +22,7 @@ def alerts(args):
 
 @bp.get("/alert_settings")
 @endpoint("The user's alert thresholds and notification targets (the defaults where unset)",
-          query=alert_schemas.AlertSettingsQuery, data=alert_schemas.AlertSettings)
+          query=schemas.AlertSettingsQuery, data=schemas.AlertSettings)
 def alert_settings(args):
     authorize_user(args["user_id"])
     return queries.alert_settings(get_db(), user_id=args["user_id"], **DEFAULTS)
@@ -31,13 +30,13 @@ def alert_settings(args):
 
 @bp.post("/alert_settings")
 @endpoint("Change some of the user's alert thresholds or targets (null clears a URL); answers the settings",
-          body=alert_schemas.SaveAlertSettings, data=alert_schemas.AlertSettings)
+          body=schemas.SaveAlertSettings, data=schemas.AlertSettings)
 def save_alert_settings(data):
     authorize_user(data["user_id"])
     _check_urls(data)
     with get_db() as conn:
         queries.save_alert_settings(
-            conn, user_id=data["user_id"], **{k: data.get(k) for k in alert_schemas.THRESHOLD_FIELDS},
+            conn, user_id=data["user_id"], **{k: data.get(k) for k in schemas.ALERT_THRESHOLD_FIELDS},
             webhook_url=data.get("webhook_url"), set_webhook="webhook_url" in data,
             alertmanager_url=data.get("alertmanager_url"), set_alertmanager="alertmanager_url" in data,
             now=datetime.now(timezone.utc))
@@ -47,7 +46,7 @@ def save_alert_settings(data):
 def _check_urls(data):
     """A URL makes the server call out: in token mode only an admin key sets one (clearing is
     anyone's), and never to an address the server refuses to call."""
-    given = [field for field in alert_schemas.URL_FIELDS if data.get(field) is not None]
+    given = [field for field in schemas.ALERT_URL_FIELDS if data.get(field) is not None]
     who = identity()
     if given and who is not None and not who.admin:
         raise Forbidden(f"{given[0]}: only an admin key may set a URL")
