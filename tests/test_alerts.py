@@ -12,10 +12,10 @@ from gpufs.db import queries
 from gpufs.tasks import Leader, Task
 
 from .conftest import assert_envelope, new_client_id, register
-from .reports import gpu, one, report, rows, send
+from .reports import gpu, one, report, rows, send, send_batch
 from .test_auth import create_key
 
-ALERT_TABLES = ("gpufs_alert_outbox", "gpufs_alerts", "gpufs_alert_settings", "gpufs_alert_gpu_samples")
+ALERT_TABLES = ("gpufs_alert_outbox", "gpufs_alerts", "gpufs_alert_settings")
 MINUTE = timedelta(minutes=1)
 
 
@@ -151,6 +151,13 @@ def test_gpu_hot_needs_two_samples_at_or_above_temp_c(client, db, at):
     assert alerts(db, "gpu_hot") == [("gpu_hot", 0, "firing", t0 + MINUTE, None, 85.0, 85.0)]
 
 
+def test_gpu_hot_counts_every_stored_report_not_only_those_an_evaluation_saw(client, db, at):
+    cid = register(client)
+    t0 = now() - 60 * MINUTE
+    send_batch(client, [report(cid, t0 + i * MINUTE, devices=[gpu(0, temp=88)]) for i in range(2)])
+    assert at(t0 + MINUTE)["gpu_hot"][0] == 1
+
+
 def test_gpu_hot_below_temp_c_never_fires(client, db, at):
     cid = register(client)
     t0 = now() - 60 * MINUTE
@@ -194,6 +201,15 @@ def test_gpu_hot_resolves_when_a_newer_sample_is_below(client, db, at):
     hot(client, cid, t0 + 31 * MINUTE, 84)
     assert at(t0 + 31 * MINUTE)["gpu_hot"][2] == 1
     assert alerts(db, "gpu_hot") == [("gpu_hot", 0, "resolved", t0 + MINUTE, t0 + 31 * MINUTE, 95.0, 85.0)]
+
+
+def test_gpu_hot_resolves_when_the_gpu_leaves_the_clients_reports(client, db, at):
+    cid = register(client)
+    t0 = now() - 60 * MINUTE
+    send_batch(client, [report(cid, t0 + i * MINUTE, devices=[gpu(0, temp=40), gpu(1, temp=95)]) for i in range(2)])
+    assert at(t0 + MINUTE)["gpu_hot"][0] == 1
+    send(client, report(cid, t0 + 2 * MINUTE, devices=[gpu(0, temp=40)]))
+    assert at(t0 + 2 * MINUTE)["gpu_hot"][2] == 1
 
 
 # ---- state: invalid and deleted clients, restarts, two evaluators -------------------------------
@@ -277,7 +293,6 @@ def test_every_firing_alert_but_disk_full_is_among_client_stat_warnings(client, 
     hot_one = register(client, status="online")
     t0 = now() - 2 * MINUTE
     hot(client, hot_one, t0, 90)
-    at(t0)
     hot(client, hot_one, t0 + MINUTE, 90)
     rows(db, "update gpu_assets set created_at = created_at - interval '1 hour'")
     at(now())

@@ -12,7 +12,6 @@ log = logging.getLogger("gpufs.alerts")
 
 CONDITIONS = ("offline", "gpu_hot", "error_status", "disk_full")
 DEFAULTS = {"offline_minutes": 5, "temp_c": 85, "for_minutes": 5, "disk_percent": 95}
-MAX_MINUTES = 1440  # the longest offline_minutes or for_minutes a user may set
 
 # Set by the process that evaluates; "livemostrecent": under gunicorn a dead leader's value leaves
 # the sum, and the next leader's takes its place.
@@ -60,7 +59,6 @@ def evaluate(conn, now, since=None):
     resolved, queued)}. `conn` is not in autocommit (the leader's, or a test's own). `since`: when
     this evaluator began; silence before it opens no offline alert (see alerts-evaluate)."""
     with conn:
-        queries.alerts_capture_samples(conn, now=now, keep_minutes=MAX_MINUTES + 1)
         done = {condition: _values(queries.alerts_evaluate(conn, condition=condition, now=now, since=since,
                                                             **DEFAULTS))
                 for condition in CONDITIONS}

@@ -53,7 +53,7 @@ with clients as (
       join device_info d on d.client_id = c.client_id  -- the GPUs of the latest report of the client
      cross join lateral (select count(*) as samples, min(s.temp) as coolest,
                                 (array_agg(s.temp order by s.reported_at desc))[1] as latest
-                           from gpufs_alert_gpu_samples s
+                           from gpufs_gpu_samples s
                           where s.client_id = c.client_id
                             and s.device_index = d.device_index
                             and s.reported_at > :now - make_interval(mins => c.for_minutes)
@@ -61,7 +61,7 @@ with clients as (
       -- The latest sample up to `now` is the last in the window when it has one. Else only a GPU whose
       -- alert is firing needs it (to keep or resolve it): one index probe, for those alone.
       left join lateral (select s.temp
-                           from gpufs_alert_gpu_samples s
+                           from gpufs_gpu_samples s
                           where w.samples = 0
                             and exists (select 1
                                           from gpufs_alerts f
@@ -125,26 +125,6 @@ select (select count(*) from opened) as opened,
        (select count(*) from refreshed) as refreshed,
        (select count(*) from resolved) as resolved,
        (select count(*) from queued) as queued;
-
--- name: alerts-capture-samples(now, keep_minutes)^
--- gpu_hot's samples until per-GPU history exists: each GPU's temperature in the latest
--- snapshot at its report's timestamp (a report seen twice is kept once), and none older than
--- the longest window any user may set.
-with seen as (
-    insert into gpufs_alert_gpu_samples (client_id, device_index, reported_at, temp)
-    select d.client_id, d.device_index, si.reported_at, d.device_temp
-      from device_info d
-      join system_info si on si.client_id = d.client_id
-     where si.reported_at is not null
-       and d.device_temp is not null
-        on conflict do nothing
-    returning 1
-), pruned as (
-    delete from gpufs_alert_gpu_samples
-     where reported_at < :now - make_interval(mins => :keep_minutes)
-    returning 1
-)
-select (select count(*) from seen) as seen, (select count(*) from pruned) as pruned;
 
 -- name: alerts-firing-counts()
 -- Firing alerts per condition, for the gpufs_alerts_firing gauge.

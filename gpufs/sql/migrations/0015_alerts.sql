@@ -52,12 +52,3 @@ create table if not exists gpufs_alert_outbox (
 create index if not exists gpufs_alert_outbox_due
     on gpufs_alert_outbox (next_attempt_at) where delivered_at is null and given_up_at is null;
 
--- Per-GPU temperatures the evaluator has seen in the latest snapshot (device_info keeps one
--- report per GPU), at their report's timestamp: gpu_hot's samples until per-GPU history exists.
-create table if not exists gpufs_alert_gpu_samples (
-    client_id    bytea       not null,
-    device_index smallint    not null,
-    reported_at  timestamptz not null,
-    temp         smallint    not null,
-    primary key (client_id, device_index, reported_at)
-);
