@@ -17,8 +17,8 @@ import psutil
 import pytest
 
 from gpufs import schemas
-from gpufs.agent import cli, collect, send
-from gpufs.agent.cli import EXIT_LOCKED, EXIT_STOPPED, EXIT_UNDELIVERED, main
+from gpufs_agent import cli, collect, send
+from gpufs_agent.cli import EXIT_LOCKED, EXIT_STOPPED, EXIT_UNDELIVERED, main
 
 from .conftest import ROOT, free_port
 
@@ -258,7 +258,7 @@ def test_client_id_generated_once_and_kept(tmp_path):
 
 
 def test_dry_run_prints_a_report_and_sends_nothing(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "gpufs.agent", "--once", "--dry-run", "--server", dead_server(),
+    out = subprocess.run([sys.executable, "-m", "gpufs_agent", "--once", "--dry-run", "--server", dead_server(),
                           "--state-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
@@ -351,7 +351,7 @@ def test_backlog_of_an_unregistered_client_registers_it_and_arrives(server, tmp_
     for _ in minutes:
         buffer.add(collector.report())
     delivery = send.Delivery(send.Transport(server, retries=0), buffer, client_id, user=user, name="late")
-    with caplog.at_level(logging.INFO, "gpufs.agent"):
+    with caplog.at_level(logging.INFO, "gpufs_agent"):
         delivery.flush()
     assert not buffer.reports
     assert "registered client" in caplog.text and "3 stored" in caplog.text
@@ -371,7 +371,7 @@ def test_refused_report_is_logged_and_dropped(server, tmp_path, caplog):
     ahead = quick_collector(client_id, read_net=dict, clock=lambda: datetime.now(timezone.utc) + timedelta(hours=1))
     buffer = send.Buffer(tmp_path / "buffer.jsonl")
     delivery = send.Delivery(send.Transport(server, retries=0), buffer, client_id)
-    with caplog.at_level(logging.INFO, "gpufs.agent"):
+    with caplog.at_level(logging.INFO, "gpufs_agent"):
         assert delivery.send(ahead.report()) is False
     assert "refused it with HTTP 400" in caplog.text and "timestamp" in caplog.text
     assert not buffer.reports and health(server, user) == []
@@ -387,9 +387,21 @@ def test_invalid_client_stops_the_agent(server, tmp_path, caplog):
     assert not send.Buffer(tmp_path / "buffer.jsonl").reports
 
 
-def test_agent_module_runs_as_a_command(server, tmp_path):
+def test_installed_gpufs_agent_command_reports(server, tmp_path):
+    # The console script `make venv` installs beside the interpreter, as the README runs it.
     env = dict(os.environ, GPUFS_SERVER=server, GPUFS_AGENT_STATE=str(tmp_path), GPUFS_USER=new_user())
-    out = subprocess.run([sys.executable, "-m", "gpufs.agent", "--once"], cwd=ROOT, env=env, capture_output=True,
-                         text=True, timeout=60)
+    out = subprocess.run([str(Path(sys.executable).with_name("gpufs-agent")), "--once"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "registered client" in out.stderr
+
+
+def test_agent_needs_none_of_the_servers_libraries(tmp_path):
+    # A GPU machine installs only the agent: a report must not pull in Flask, the database driver or Redis.
+    code = ("import sys, json; from gpufs_agent import cli, collect, send; "
+            "r = collect.Collector('ab' * 16, collect.gpu_reader(), cpu_window=0).report(); "
+            "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('flask', 'psycopg2', 'redis', 'gpufs', 'marshmallow', 'werkzeug'))))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == []

@@ -11,7 +11,7 @@ import urllib.error
 import urllib.request
 from typing import NamedTuple
 
-log = logging.getLogger("gpufs.agent")
+log = logging.getLogger("gpufs_agent")
 
 HEARTBEAT = "/api/client/heartbeat"
 HEARTBEATS = "/api/client/heartbeats"

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 
 import psutil
 
-log = logging.getLogger("gpufs.agent")
+log = logging.getLogger("gpufs_agent")
 
 SMI_FIELDS = "index,name,temperature.gpu,utilization.gpu,memory.used,memory.total,power.draw"
 SMI_TIMEOUT = 10
