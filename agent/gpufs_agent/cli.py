@@ -14,7 +14,8 @@ import time
 import uuid
 from pathlib import Path
 
-from .collect import Collector, gpu_reader
+from .collect import Collector
+from .gpus import gpu_reader
 from .send import Buffer, Delivery, Stop, Transport
 
 log = logging.getLogger("gpufs_agent")
