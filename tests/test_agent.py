@@ -328,6 +328,30 @@ def test_once_registers_and_reports_this_machines_figures(server, tmp_path):
     assert 0 <= system["cpu_usage"] <= 100 and row["cpu_usage"] == system["cpu_usage"]
 
 
+def counted(server, user):
+    """(health, counted heartbeats) of the user's one client."""
+    (client,) = get(server, f"/api/user/client_list?user_id={user}")["devices"]
+    monitor = get(server, f"/api/user/client_monitor?user_id={user}")
+    return client["health"], sum(r["total_heartbeats"] or 0 for r in monitor)
+
+
+def test_first_report_of_a_machine_the_agent_registers_counts(server, tmp_path):
+    # The report is measured, refused as unknown (404), then the client is registered: the report
+    # must still count, or health shows 0 and the next report, in the same bucket, cannot count either.
+    user = new_user()
+    assert main(agent_args(server, tmp_path, "--user", user, "--once")) == 0
+    assert counted(server, user) == (100, 1)
+
+
+def test_first_report_counts_with_the_agent_clock_behind_the_servers(server, tmp_path):
+    user, client_id = new_user(), uuid.uuid4().hex
+    late = quick_collector(client_id, read_net=dict, clock=lambda: datetime.now(timezone.utc) - timedelta(seconds=90))
+    delivery = send.Delivery(send.Transport(server, retries=0), send.Buffer(tmp_path / "buffer.jsonl"), client_id,
+                             user=user, name="slow-clock")
+    assert delivery.send(late.report()) is True
+    assert counted(server, user) == (100, 1)
+
+
 def test_server_down_buffers_then_backfills_with_original_timestamps(server, tmp_path):
     user, client_id = new_user(), uuid.uuid4().hex
     now = datetime.now(timezone.utc).replace(microsecond=0)
