@@ -453,3 +453,17 @@ def test_agent_needs_none_of_the_servers_libraries(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == []
+
+
+def test_gpu_readings_reach_the_server_and_unknown_ones_stay_null(server, tmp_path):
+    user, client_id = new_user(), uuid.uuid4().hex
+    collector = quick_collector(client_id, SampleGpus("gtx1650-power-na.csv"), read_net=dict)
+    delivery = send.Delivery(send.Transport(server, retries=0), send.Buffer(tmp_path / "buffer.jsonl"), client_id,
+                             user=user, name="gtx")
+    assert delivery.send(collector.report()) is True
+    detail = get(server, f"/api/user/client_device_detail?user_id={user}&client_id={client_id}")
+    (gpu,) = detail["device_info"]
+    assert {k: gpu[k] for k in READINGS} == {
+        "uuid": "GPU-e84b2f60-93c1-4a7d-b5e0-1c6d9a3f2e74", "fan_speed": 35, "sm_clock_mhz": 300,
+        "mem_clock_mhz": 405, "mem_total_mb": 4096, "mem_used_mb": 312, "power_limit": None,
+        "ecc_uncorrected": None, "xid": None, "processes": None}

@@ -3,12 +3,14 @@ GPU here), so the agent's code runs unchanged down to the pynvml calls and their
 import json
 import os
 import pwd
+import urllib.request
+import uuid
 from types import SimpleNamespace
 
 import pytest
 
 from gpufs import schemas
-from gpufs_agent import collect, gpus
+from gpufs_agent import collect, gpus, send
 
 pynvml = pytest.importorskip("pynvml")
 
@@ -167,3 +169,21 @@ def test_nvml_failing_to_start_falls_back_to_nvidia_smi(monkeypatch, tmp_path):
     smi.chmod(0o755)
     monkeypatch.setenv("PATH", str(tmp_path))
     assert gpus.gpu_reader().source == "nvidia-smi"
+
+
+def test_nvml_readings_reach_the_server(server, monkeypatch, tmp_path):
+    me = os.getpid()
+    nvml = FakeNvml(monkeypatch, [h100(procs=[(me, 30 * GIB)])], names={me: "/usr/bin/python3"})
+    user, client_id = f"nvml-{uuid.uuid4().hex[:12]}", uuid.uuid4().hex
+    collector = collect.Collector(client_id, gpus.gpu_reader(), read_net=dict, cpu_window=0)
+    nvml.xid(0, 79)
+    delivery = send.Delivery(send.Transport(server, retries=0), send.Buffer(tmp_path / "buffer.jsonl"), client_id,
+                             user=user, name="h100")
+    assert delivery.send(collector.report()) is True
+    with urllib.request.urlopen(f"{server}/api/user/client_device_detail?user_id={user}&client_id={client_id}",
+                                timeout=10) as resp:
+        (gpu,) = json.loads(resp.read())["data"]["device_info"]
+    assert (gpu["uuid"], gpu["xid"], gpu["ecc_uncorrected"], gpu["fan_speed"], gpu["power_limit"]) == (
+        "GPU-1f8a3c6d-0e29-4b7a-95d4-c3e6f1a82b07", 79, 0, None, 700.0)
+    assert gpu["processes"] == [{"pid": me, "name": "python3", "user": pwd.getpwuid(os.getuid()).pw_name,
+                                 "used_memory_mb": 30720}]

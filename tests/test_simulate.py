@@ -71,3 +71,17 @@ def test_simulated_readings_are_the_same_for_the_same_seed():
     first = [r["devices"] for _, r in week_of_reports(clients=3, days=1, seed=7)]
     assert first == [r["devices"] for _, r in week_of_reports(clients=3, days=1, seed=7)]
     assert first != [r["devices"] for _, r in week_of_reports(clients=3, days=1, seed=8)]
+
+
+def test_simulated_fleet_shows_its_gpu_readings_and_history(client, runner, db):
+    result = runner.invoke(args=["gpufs", "simulate", "--clients", "3", "--days", "1", "--user", "simgpu"])
+    assert result.exit_code == 0, result.output
+    settings = {"HEARTBEAT_INTERVAL_SECONDS": INTERVAL}
+    for m in fleet.Simulation(settings, clients=3, days=1, user="simgpu").machines:
+        query = {"user_id": "simgpu", "client_id": m.client_id.hex()}
+        detail = client.get("/api/user/client_device_detail", query_string=query).get_json()["data"]
+        assert [g["uuid"] for g in detail["device_info"]] == m.uuids
+        for g in detail["device_info"]:
+            assert g["sm_clock_mhz"] > 0 and g["mem_total_mb"] == m.gpu_mem and g["power_limit"] == m.max_w
+        history = client.get("/api/user/device_history", query_string=query).get_json()["data"]
+        assert [d["uuid"] for d in history["devices"]] == m.uuids
