@@ -72,9 +72,9 @@ class Machine:
         # figures, outages and choices of a seed stay what they were.
         self.own = random.Random(digest)
         self.gpu_mem = gpu_mem
-        self.uuids = [f"GPU-{uuid.UUID(bytes=hashlib.blake2b(digest + bytes([i]), digest_size=16).digest())}"
-                      for i in range(self.gpus)]
-        self.ecc = [0 if GPU_TRAITS[self.gpu_name][5] else None for _ in range(self.gpus)]
+        # Volatile uncorrected ECC errors so far, by GPU index: the benchmark's fleet gives a machine
+        # more GPUs after it is built, so nothing per GPU is sized here.
+        self.ecc = {}
 
     def up(self, t):
         return t < self.stops_at and not any(lo <= t < hi for lo, hi in self.gaps)
@@ -110,25 +110,32 @@ class Machine:
             "devices": devices,
         }
 
+    def gpu_uuid(self, index):
+        """A GPU's UUID, stable: derived from the machine's client_id and the GPU's index."""
+        return f"GPU-{uuid.UUID(bytes=hashlib.blake2b(self.client_id + bytes([index]), digest_size=16).digest())}"
+
+    @property
+    def uuids(self):
+        return [self.gpu_uuid(i) for i in range(self.gpus)]
 
     def readings(self, index, t, usage, temp, mem_usage):
         """The optional readings of one GPU (contract section 8), as the agent sends them through NVML."""
         own = self.own
-        sm_idle, sm_boost, mem_idle, mem_busy, fans, _ = GPU_TRAITS[self.gpu_name]
+        sm_idle, sm_boost, mem_idle, mem_busy, fans, has_ecc = GPU_TRAITS[self.gpu_name]
         busy = usage >= 5
         fan = None
         if fans:  # a hot GPU's fan runs flat out and still cannot keep up
             fan = 100 if self.hot and index == 0 else int(_clamp(30 + 1.4 * (temp - 35) + own.gauss(0, 3), 30, 100))
-        if self.ecc[index] is not None and own.random() < ECC_CHANCE:
-            self.ecc[index] += own.randint(1, 2)
+        if has_ecc:
+            self.ecc[index] = self.ecc.get(index, 0) + (own.randint(1, 2) if own.random() < ECC_CHANCE else 0)
         mem_used = round(self.gpu_mem * mem_usage / 100)
         return {
-            "uuid": self.uuids[index], "fan_speed": fan,
+            "uuid": self.gpu_uuid(index), "fan_speed": fan,
             "sm_clock_mhz": int(sm_idle + (sm_boost - sm_idle) * min(1.0, usage / 60) * own.uniform(0.96, 1.0))
             if busy else sm_idle,
             "mem_clock_mhz": mem_busy if busy else mem_idle,
             "mem_total_mb": self.gpu_mem, "mem_used_mb": mem_used, "power_limit": float(self.max_w),
-            "ecc_uncorrected": self.ecc[index],
+            "ecc_uncorrected": self.ecc.get(index),
             "xid": own.choice(XIDS) if own.random() < XID_CHANCE else None,
             "processes": self.processes(index, t, mem_used) if usage >= 40 else [],
         }
