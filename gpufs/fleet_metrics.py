@@ -1,0 +1,110 @@
+"""GET /metrics/fleet: the fleet's latest readings as one Prometheus scrape target, in the names of
+NVIDIA's dcgm-exporter (contract section 11), built per scrape from one query and kept a few seconds."""
+import threading
+import time
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+
+from .db import all_rows, queries, state
+
+GPU_LABELS = ("gpu", "UUID", "modelName", "Hostname", "client_id", "user_id")
+CLIENT_LABELS = ("client_id", "Hostname", "user_id")
+INFO_LABELS = CLIENT_LABELS + ("client_status", "live_status", "valid_status", "os_type")
+
+# (name, help, column): dcgm-exporter's own names and help texts, so its dashboards and rules apply.
+GPU_FAMILIES = (
+    ("DCGM_FI_DEV_GPU_TEMP", "GPU temperature (in C).", "device_temp"),
+    ("DCGM_FI_DEV_GPU_UTIL", "GPU utilization (in %).", "device_gpuusage"),
+    ("DCGM_FI_DEV_POWER_USAGE", "Power draw (in W).", "device_powerusage"),
+)
+CLIENT_FAMILIES = (
+    ("gpufs_client_health_percent", "Share of expected heartbeat buckets counted over the last 7 UTC days.",
+     "health"),
+    ("gpufs_client_cpu_usage_percent", "CPU usage of the latest report of a live client.", "cpu_usage"),
+    ("gpufs_client_memory_usage_percent", "Memory usage of the latest report of a live client.", "mem_usage"),
+    ("gpufs_client_disk_usage_percent", "Disk usage of the latest report of a live client.", "disk_usage"),
+    ("gpufs_client_last_seen_timestamp_seconds", "When the server last received a report from the client.",
+     "last_seen"),
+)
+
+
+class FleetCollector:
+    """A prometheus_client collector whose every collect() runs `fetch()` (the fleet-metrics rows,
+    ordered by client) and yields the families; the library writes the text and escapes labels."""
+
+    def __init__(self, fetch):
+        self.fetch = fetch
+
+    def collect(self):
+        gpu = [(GaugeMetricFamily(name, text, labels=GPU_LABELS), column) for name, text, column in GPU_FAMILIES]
+        client = [(GaugeMetricFamily(name, text, labels=CLIENT_LABELS), column)
+                  for name, text, column in CLIENT_FAMILIES]
+        up = GaugeMetricFamily("gpufs_client_up", "1 when a report was received within ONLINE_WINDOW_SECONDS, "
+                                                  "else 0 (and the client has no GPU samples).", labels=CLIENT_LABELS)
+        info = GaugeMetricFamily("gpufs_client_info", "Registry facts of a client; the value is always 1.",
+                                 labels=INFO_LABELS)
+        previous = None
+        for row in self.fetch():
+            labels = (row["client_id"].hex(), row["client_name"], str(row["user_id"]))
+            if labels[0] != previous:  # a client's first row: its own families, once
+                previous = labels[0]
+                up.add_metric(labels, 1 if row["live"] else 0)
+                info.add_metric(labels + (row["client_status"], row["live_status"], row["valid_status"],
+                                          row["os_type"]), 1)
+                for family, column in client:
+                    if row[column] is not None:
+                        family.add_metric(labels, row[column])
+            if row["device_index"] is None:
+                continue
+            # gpu, UUID, modelName, Hostname, client_id, user_id
+            gpu_labels = (str(row["device_index"]), row.get("uuid") or "", row["device_name"], labels[1], labels[0],
+                          labels[2])
+            for family, column in gpu:
+                if row[column] is not None:  # NULL: no reading, so no sample rather than a made-up zero
+                    family.add_metric(gpu_labels, row[column])
+        yield from (family for family, _ in gpu)
+        yield up
+        yield from (family for family, _ in client)
+        yield info
+
+
+class Scrapes:
+    """The exposition per scope (a user_id, or None for every user), kept `seconds` in this process.
+
+    Not in Redis: the cache's versions move with every stored report, which on a reporting fleet
+    is every second, so a versioned value would nearly never be reused; a plain time limit is what
+    a sampled figure needs. Each worker answers at most one query per scope per period however
+    many Prometheus replicas scrape it."""
+
+    def __init__(self, seconds):
+        self.seconds = seconds
+        self._bodies = {}
+        self._lock = threading.Lock()
+
+    def get(self, scope, produce):
+        now = time.monotonic()
+        kept = self._bodies.get(scope)
+        if kept is not None and kept[0] > now:
+            return kept[1]
+        body = produce()
+        with self._lock:
+            if len(self._bodies) > 1000:  # one entry per user scraped: bounded, but never unbounded
+                self._bodies.clear()
+            self._bodies[scope] = (now + self.seconds, body)
+        return body
+
+
+def exposition(app, user_id):
+    """(body, content type) of the fleet of `user_id` (None: every user's)."""
+    s = state(app)
+    scrapes = app.extensions.setdefault("gpufs_fleet_metrics", Scrapes(float(s.config["FLEET_METRICS_CACHE_SECONDS"])))
+
+    def produce():
+        registry = CollectorRegistry()
+        registry.register(FleetCollector(lambda: all_rows(
+            queries.fleet_metrics, user_id=user_id, window_seconds=int(s.config["ONLINE_WINDOW_SECONDS"]),
+            interval=int(s.config["HEARTBEAT_INTERVAL_SECONDS"]))))
+        return generate_latest(registry)
+
+    return scrapes.get(user_id, produce), CONTENT_TYPE_LATEST

@@ -1,0 +1,49 @@
+-- The fleet as Prometheus samples: what GET /metrics/fleet runs, once per scrape (gpufs/fleet_metrics.py).
+
+-- name: fleet-metrics(user_id, window_seconds, interval)
+-- One row per GPU of the latest report of each live client, and one row with null GPU columns
+-- for a client with no GPU to show (not live, or reporting none); valid clients only, of one
+-- user or (user_id null) of all, ordered by client. Live: a report received within the window,
+-- whatever the registered status. A silent client's latest figures are old news, never a
+-- current reading: its host figures are null too.
+with clients as (
+    select a.client_id, a.user_id, coalesce(a.client_name, '') as client_name,
+           coalesce(a.client_status, '') as client_status, coalesce(a.valid_status, 'valid') as valid_status,
+           coalesce(a.os_type, '') as os_type, a.created_at at time zone 'UTC' as created_at,
+           s.cpu_usage, s.mem_usage, s.disk_usage, s.last_seen_at,
+           coalesce(s.last_seen_at > now() - make_interval(secs => :window_seconds), false) as live
+      from gpu_assets a
+      left join system_info s on s.client_id = a.client_id
+     where (:user_id::text is null or a.user_id = :user_id)
+       and coalesce(a.valid_status, 'valid') = 'valid'
+), days as materialized (
+    select day, width from gpufs_health_days(now(), :interval)
+), health as (
+    -- gpufs_health over every client at once: the window's rollups in one join
+    select c.client_id,
+           gpufs_health_percent(coalesce(sum(s.health_heartbeats), 0),
+                                sum(gpufs_expected_in(w.day, c.created_at, now(), w.width))) as health
+      from clients c
+     cross join days w
+      left join client_daily_stats s
+             on s.client_id = c.client_id
+            and s.date = w.day
+            and s.date >= (now() at time zone 'UTC')::date - 6  -- the window only
+     group by c.client_id
+)
+select c.client_id, c.user_id, c.client_name, c.client_status, c.valid_status, c.os_type, c.live,
+       case when c.client_status in ('maintenance', 'error') then c.client_status
+            when c.live then 'online'
+            else 'offline'
+       end as live_status,
+       h.health,
+       case when c.live then c.cpu_usage end as cpu_usage,
+       case when c.live then c.mem_usage end as mem_usage,
+       case when c.live then c.disk_usage end as disk_usage,
+       extract(epoch from c.last_seen_at)::float8 as last_seen,
+       d.device_index, coalesce(d.device_name, '') as device_name,
+       d.device_temp, d.device_gpuusage, d.device_powerusage
+  from clients c
+  join health h on h.client_id = c.client_id
+  left join device_info d on c.live and d.client_id = c.client_id
+ order by c.user_id, c.client_id, d.device_index;

@@ -1,0 +1,287 @@
+"""/metrics/fleet (contract section 11) on real PostgreSQL, scraped by a real Prometheus and checked by
+promtool; and the server's own /metrics as the README describes it."""
+import json
+import re
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from gpufs import create_app
+
+from .conftest import new_client_id, register, tool_or_skip
+from .promserver import deploy_config, prometheus
+from .reports import gpu, report, rows, send
+
+GPU_FAMILIES = {"DCGM_FI_DEV_GPU_TEMP": "device_temp", "DCGM_FI_DEV_GPU_UTIL": "device_gpuusage",
+                "DCGM_FI_DEV_POWER_USAGE": "device_powerusage"}
+GPU_LABELS = {"gpu", "UUID", "modelName", "Hostname", "client_id", "user_id"}
+CLIENT_LABELS = {"client_id", "Hostname", "user_id"}
+
+
+@pytest.fixture
+def fleet_app(app_config, db):
+    app = create_app({**app_config, "FLEET_METRICS_CACHE_SECONDS": 0})
+    yield app
+    app.extensions["gpufs"].close()
+
+
+@pytest.fixture
+def fleet(fleet_app):
+    return fleet_app.test_client()
+
+
+def scrape(client, status=200, **params):
+    resp = client.get("/metrics/fleet", query_string=params)
+    assert resp.status_code == status, resp.get_data(as_text=True)
+    return resp.get_data(as_text=True)
+
+
+def families(text):
+    return {f.name: f for f in text_string_to_metric_families(text)}
+
+
+def samples(text, name, **labels):
+    """[(labels, value)] of family `name` whose labels include `labels`."""
+    found = families(text).get(name)
+    return [(s.labels, s.value) for s in (found.samples if found else [])
+            if all(s.labels.get(k) == v for k, v in labels.items())]
+
+
+def value(text, name, **labels):
+    found = samples(text, name, **labels)
+    assert len(found) == 1, (name, labels, found)
+    return found[0][1]
+
+
+def make_silent(db, cid):
+    """The server last received a report from `cid` an hour ago: past any online window."""
+    rows(db, "update system_info set last_seen_at = now() - interval '1 hour' where client_id = %s",
+         bytes.fromhex(cid))
+
+
+# ---- what one scrape shows ----------------------------------------------------------------------
+
+def test_fleet_metrics_show_every_gpu_of_a_live_client_in_dcgm_names(fleet, db):
+    cid = register(fleet, name="rig-1")
+    send(fleet, report(cid, None, cpu=41, mem=52, disk=63, devices=[
+        gpu(0, name="NVIDIA A100", temp=71, usage=88, power_usage=301),
+        gpu(1, name="NVIDIA A100", temp=64, usage=12, power_usage=95)]))
+    text = scrape(fleet)
+    found = families(text)
+    for name, help_text in (("DCGM_FI_DEV_GPU_TEMP", "GPU temperature (in C)."),
+                            ("DCGM_FI_DEV_GPU_UTIL", "GPU utilization (in %)."),
+                            ("DCGM_FI_DEV_POWER_USAGE", "Power draw (in W).")):
+        assert (found[name].type, found[name].documentation) == ("gauge", help_text)
+        assert all(set(s.labels) == GPU_LABELS for s in found[name].samples)
+    labels = {"Hostname": "rig-1", "client_id": cid, "user_id": "12", "modelName": "NVIDIA A100"}
+    assert value(text, "DCGM_FI_DEV_GPU_TEMP", gpu="0", **labels) == 71
+    assert value(text, "DCGM_FI_DEV_GPU_TEMP", gpu="1", **labels) == 64
+    assert value(text, "DCGM_FI_DEV_GPU_UTIL", gpu="0", **labels) == 88
+    assert value(text, "DCGM_FI_DEV_POWER_USAGE", gpu="1", **labels) == 95
+    client = {"Hostname": "rig-1", "client_id": cid, "user_id": "12"}
+    assert value(text, "gpufs_client_up", **client) == 1
+    assert value(text, "gpufs_client_cpu_usage_percent", **client) == 41
+    assert value(text, "gpufs_client_memory_usage_percent", **client) == 52
+    assert value(text, "gpufs_client_disk_usage_percent", **client) == 63
+    assert 0 <= value(text, "gpufs_client_health_percent", **client) <= 100
+    seen = rows(db, "select extract(epoch from last_seen_at)::float8 from system_info")[0][0]
+    assert value(text, "gpufs_client_last_seen_timestamp_seconds", **client) == pytest.approx(seen)
+    for name in ("gpufs_client_up", "gpufs_client_health_percent", "gpufs_client_cpu_usage_percent",
+                 "gpufs_client_last_seen_timestamp_seconds"):
+        assert found[name].type == "gauge" and all(set(s.labels) == CLIENT_LABELS for s in found[name].samples)
+    assert samples(text, "gpufs_client_info", **client) == [
+        ({**client, "client_status": "online", "live_status": "online", "valid_status": "valid", "os_type": "Linux"},
+         1)]
+
+
+def test_fleet_metrics_silent_client_has_no_gpu_samples_and_is_down(fleet, db):
+    live = register(fleet, name="live")
+    silent = register(fleet, name="silent")
+    never = register(fleet, name="never")
+    for cid in (live, silent):
+        send(fleet, report(cid, None))
+    make_silent(db, silent)
+    text = scrape(fleet)
+    for name in GPU_FAMILIES:
+        assert [s[0]["client_id"] for s in samples(text, name)] == [live]
+    for cid, up in ((live, 1), (silent, 0), (never, 0)):
+        assert value(text, "gpufs_client_up", client_id=cid) == up
+    # Its last figures are old news, not a reading: no host figures either, but when it was last heard.
+    assert samples(text, "gpufs_client_cpu_usage_percent", client_id=silent) == []
+    assert value(text, "gpufs_client_last_seen_timestamp_seconds", client_id=silent) < time.time() - 3000
+    assert samples(text, "gpufs_client_last_seen_timestamp_seconds", client_id=never) == []  # never invented
+    assert samples(text, "gpufs_client_info", client_id=silent)[0][0]["live_status"] == "offline"
+    assert len(samples(text, "gpufs_client_health_percent")) == 3
+
+
+def test_fleet_metrics_live_whatever_the_registered_status(fleet, db):
+    cid = register(fleet, name="resting", status="maintenance")
+    send(fleet, report(cid, None, devices=[gpu(0, temp=55)]))
+    text = scrape(fleet)
+    assert value(text, "gpufs_client_up", client_id=cid) == 1
+    assert value(text, "DCGM_FI_DEV_GPU_TEMP", client_id=cid, gpu="0") == 55
+    info = samples(text, "gpufs_client_info", client_id=cid)[0][0]
+    assert (info["client_status"], info["live_status"]) == ("maintenance", "maintenance")
+
+
+def test_fleet_metrics_leave_out_invalid_clients(fleet, db):
+    kept = register(fleet, name="kept")
+    dropped = register(fleet, name="dropped")
+    for cid in (kept, dropped):
+        send(fleet, report(cid, None))
+    assert fleet.post("/api/user/edit_client_info", json={
+        "user_id": "12", "client_id": dropped, "valid_status": "invalid"}).status_code == 200
+    text = scrape(fleet)
+    assert dropped not in text
+    assert value(text, "gpufs_client_up", client_id=kept) == 1
+
+
+def test_fleet_metrics_unknown_reading_has_no_sample(fleet, db):
+    cid = register(fleet, name="partial")
+    send(fleet, report(cid, None, devices=[gpu(0, temp=60, usage=30)]))
+    rows(db, "update device_info set device_temp = null where client_id = %s", bytes.fromhex(cid))
+    text = scrape(fleet)
+    assert samples(text, "DCGM_FI_DEV_GPU_TEMP", client_id=cid) == []  # NULL: no sample, never a 0
+    assert value(text, "DCGM_FI_DEV_GPU_UTIL", client_id=cid) == 30
+
+
+def test_fleet_metrics_escape_label_values(fleet, db):
+    quoted, broken = register(fleet, name='a"b\\c'), register(fleet, name="two\nlines")
+    for cid in (quoted, broken):
+        send(fleet, report(cid, None))
+    text = scrape(fleet)
+    assert 'Hostname="a\\"b\\\\c"' in text and 'Hostname="two\\nlines"' in text
+    assert all(not line or line.startswith(("#", "DCGM_", "gpufs_")) for line in text.split("\n"))
+    # Read back by a parser, the names are exactly the registered ones.
+    assert value(text, "DCGM_FI_DEV_GPU_TEMP", client_id=quoted)  # one sample
+    assert samples(text, "DCGM_FI_DEV_GPU_TEMP", client_id=quoted)[0][0]["Hostname"] == 'a"b\\c'
+    assert samples(text, "gpufs_client_up", client_id=broken)[0][0]["Hostname"] == "two\nlines"
+
+
+def test_fleet_metrics_user_id_narrows_to_one_user(fleet, db):
+    mine, theirs = register(fleet, user_id="12", name="mine"), register(fleet, user_id="13", name="theirs")
+    both = scrape(fleet)
+    assert {s[0]["client_id"] for s in samples(both, "gpufs_client_up")} == {mine, theirs}
+    assert {s[0]["client_id"] for s in samples(scrape(fleet, user_id="13"), "gpufs_client_up")} == {theirs}
+    assert samples(scrape(fleet, user_id="99"), "gpufs_client_up") == []
+    assert "user_id" in fleet.get("/metrics/fleet", query_string={"user_id": "x" * 33}).get_json()["message"]
+    assert fleet.get("/metrics/fleet", query_string={"user_id": ""}).status_code == 400
+
+
+def test_fleet_metrics_are_kept_a_few_seconds_per_user(app_config, db):
+    app = create_app({**app_config, "FLEET_METRICS_CACHE_SECONDS": 3600})
+    client = app.test_client()
+    cid = register(client, name="cached")
+    first = scrape(client)
+    pool = app.extensions["gpufs"].pool
+    send(client, report(cid, None))
+    checkouts = pool.checkouts
+    assert scrape(client) == first  # the same answer, without touching the database
+    assert pool.checkouts == checkouts
+    assert value(scrape(client, user_id="12"), "gpufs_client_up", client_id=cid) == 1  # another scope: fresh
+    app.extensions["gpufs"].close()
+
+
+# ---- token mode ---------------------------------------------------------------------------------
+
+def create_key(app, *args):
+    result = app.test_cli_runner().invoke(args=["gpufs", "token", "create", *args])
+    assert result.exit_code == 0, result.output
+    return result.stdout.strip().splitlines()[0].split(": ")[1]
+
+
+def test_fleet_metrics_in_token_mode_need_a_key_and_show_only_its_user(app_config, db):
+    app = create_app({**app_config, "AUTH_MODE": "token", "FLEET_METRICS_CACHE_SECONDS": 0})
+    own, admin = create_key(app, "--user", "12"), create_key(app, "--user", "1", "--admin")
+    client = app.test_client()
+    as_admin = {"Authorization": f"Bearer {admin}"}
+    mine = register_as(client, as_admin, "12")
+    theirs = register_as(client, as_admin, "13")
+
+    def up_clients(key, status=200, **params):
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        resp = client.get("/metrics/fleet", query_string=params, headers=headers)
+        assert resp.status_code == status, resp.get_data(as_text=True)
+        return {s[0]["client_id"] for s in samples(resp.get_data(as_text=True), "gpufs_client_up")} \
+            if status == 200 else resp.get_json()["message"]
+
+    assert "authorization" in up_clients(None, 401)
+    assert "authorization" in up_clients("x" * 48, 401)
+    assert up_clients(admin) == {mine, theirs}
+    assert up_clients(admin, user_id="13") == {theirs}
+    assert up_clients(own) == {mine}
+    assert up_clients(own, user_id="12") == {mine}
+    assert "user_id" in up_clients(own, 403, user_id="13")
+    app.extensions["gpufs"].close()
+
+
+def register_as(client, headers, user_id):
+    cid = new_client_id()
+    resp = client.post("/api/user/insert_client", headers=headers, json={
+        "user_id": user_id, "client_id": cid, "client_status": "online", "name": f"user-{user_id}"})
+    assert resp.status_code == 200, resp.get_json()
+    return cid
+
+
+# ---- a real Prometheus and promtool, scraping the real server -----------------------------------
+
+def post(server, path, body):
+    req = urllib.request.Request(server + path, data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+def register_on(server, name, user_id="12"):
+    cid = new_client_id()
+    assert post(server, "/api/user/insert_client", {
+        "user_id": user_id, "client_id": cid, "client_status": "online", "name": name, "os_type": "Linux"}) == 200
+    return cid
+
+
+@pytest.fixture(scope="module")
+def prom(server, tmp_path_factory):
+    """Prometheus scraping the test server every second, with deploy/prometheus.yml."""
+    with prometheus(deploy_config(server.removeprefix("http://")), tmp_path_factory.mktemp("prometheus")) as p:
+        yield p
+
+
+def test_fleet_metrics_in_prometheus_show_reported_temp_and_drop_a_silent_client(server, prom, db):
+    hot, quiet = register_on(server, "prom-hot"), register_on(server, "prom-quiet")
+    assert post(server, "/api/client/heartbeat", report(hot, None, devices=[gpu(0, temp=77), gpu(1, temp=40)])) == 200
+    assert post(server, "/api/client/heartbeat", report(quiet, None, devices=[gpu(0, temp=66)])) == 200
+    assert prom.targets_up() == {"gpufs", "gpufs_fleet"}
+
+    temp = prom.poll('DCGM_FI_DEV_GPU_TEMP{Hostname="prom-hot",gpu="0"}', lambda r: r)
+    assert [(r["metric"]["client_id"], r["metric"]["instance"], r["value"][1]) for r in temp] == [
+        (hot, "prom-hot", "77")]
+    assert prom.poll('DCGM_FI_DEV_GPU_TEMP{Hostname="prom-quiet"}', lambda r: r)[0]["value"][1] == "66"
+
+    make_silent(db, quiet)
+    assert prom.poll('DCGM_FI_DEV_GPU_TEMP{Hostname="prom-quiet"}', lambda r: not r) == []
+    assert prom.query('gpufs_client_up{Hostname="prom-quiet"}')[0]["value"][1] == "0"
+    assert len(prom.query('DCGM_FI_DEV_GPU_TEMP{Hostname="prom-hot"}')) == 2  # the live one stays
+
+
+def test_fleet_metrics_pass_promtool_check_but_for_dcgm_label_names(server, db):
+    promtool = tool_or_skip("promtool", "apt-get install prometheus")
+    for name in ('q"uote\\d', "new\nline", "rig"):
+        cid = register_on(server, name)
+        assert post(server, "/api/client/heartbeat", report(cid, None, devices=[gpu(0), gpu(1)])) == 200
+    register_on(server, "never-reported")
+    with urllib.request.urlopen(server + "/metrics/fleet", timeout=10) as resp:
+        body = resp.read()
+    assert b"DCGM_FI_DEV_GPU_TEMP{" in body
+    check = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True, timeout=60)
+    complaints = (check.stdout + check.stderr).decode().splitlines()
+    # dcgm-exporter's own camelCase label (modelName) is kept for its dashboards; nothing else.
+    assert complaints and all(
+        re.fullmatch(r"DCGM_FI_DEV_\w+ label names should be written in 'snake_case' not 'camelCase'", line)
+        for line in complaints), complaints
