@@ -6,7 +6,7 @@ import time
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
-from .db import all_rows, queries, state
+from .db import get_db, queries, state
 
 GPU_LABELS = ("gpu", "UUID", "modelName", "Hostname", "client_id", "user_id")
 CLIENT_LABELS = ("client_id", "Hostname", "user_id")
@@ -102,8 +102,8 @@ def exposition(app, user_id):
 
     def produce():
         registry = CollectorRegistry()
-        registry.register(FleetCollector(lambda: all_rows(
-            queries.fleet_metrics, user_id=user_id, window_seconds=int(s.config["ONLINE_WINDOW_SECONDS"]),
+        registry.register(FleetCollector(lambda: queries.fleet_metrics(
+            get_db(), user_id=user_id, window_seconds=int(s.config["ONLINE_WINDOW_SECONDS"]),
             interval=int(s.config["HEARTBEAT_INTERVAL_SECONDS"]))))
         return generate_latest(registry)
 
