@@ -7,12 +7,13 @@ import time
 import urllib.error
 import urllib.request
 
+import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gpufs import create_app
 
-from .conftest import new_client_id, register, tool_or_skip
+from .conftest import ROOT, new_client_id, register, tool_or_skip
 from .promserver import deploy_config, prometheus
 from .reports import gpu, report, rows, send
 
@@ -285,3 +286,96 @@ def test_fleet_metrics_pass_promtool_check_but_for_dcgm_label_names(server, db):
     assert complaints and all(
         re.fullmatch(r"DCGM_FI_DEV_\w+ label names should be written in 'snake_case' not 'camelCase'", line)
         for line in complaints), complaints
+
+
+# ---- the server's own /metrics, as the README describes it ---------------------------------------
+
+def server_sample(client, name, **labels):
+    """One sample of /metrics by its own name (a counter's `_total`), 0 when absent."""
+    for family in text_string_to_metric_families(client.get("/metrics").get_data(as_text=True)):
+        for s in family.samples:
+            if s.name == name and s.labels == labels:
+                return s.value
+    return 0.0
+
+
+def test_single_report_refused_for_bad_figures_counts_as_rejected(fleet, db):
+    cid = register(fleet, name="counted")
+    before = server_sample(fleet, "gpufs_heartbeats_total", outcome="rejected")
+    bad = report(cid, None, cpu=101)
+    assert fleet.post("/api/client/heartbeat", json=bad).status_code == 400
+    assert fleet.post("/api/client/heartbeat", json={**bad, "system": "none"}).status_code == 400
+    assert server_sample(fleet, "gpufs_heartbeats_total", outcome="rejected") == before + 2
+    # As the batch endpoint counts the same report.
+    assert fleet.post("/api/client/heartbeats", json={"reports": [bad]}).status_code == 200
+    assert server_sample(fleet, "gpufs_heartbeats_total", outcome="rejected") == before + 3
+
+
+def readme_promql():
+    """Every PromQL expression README.md offers: each line of its ```promql blocks and each alert
+    rule's `expr:`."""
+    text = (ROOT / "README.md").read_text()
+    found = []
+    for lang, block in re.findall(r"```(\w*)\n(.*?)```", text, re.S):
+        if lang == "promql":
+            found += [line.strip() for line in block.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+        elif lang == "yaml":
+            found += [m.strip() for m in re.findall(r"^\s*expr:\s*(.+?)\s*$", block, re.M)]
+    return found
+
+
+SELECTOR = re.compile(r"\b((?:gpufs|DCGM|up)\w*)(\{[^}]*\})?")
+
+
+def test_every_promql_in_the_readme_runs_and_answers_where_there_is_data(server, prom, db):
+    expressions = readme_promql()
+    assert len(expressions) >= 10, expressions
+    # Some data for every family: requests (cache misses, then hits), reports stored and rejected.
+    cid = register_on(server, "readme")
+    for minute in range(3):
+        assert post(server, "/api/client/heartbeat", report(cid, None, devices=[gpu(0, temp=50 + minute)])) == 200
+        with urllib.request.urlopen(f"{server}/api/user/client_list?user_id=12", timeout=10) as resp:
+            assert resp.status == 200
+    assert post(server, "/api/client/heartbeat", report(cid, None, cpu=101)) == 400
+    assert post(server, "/api/client/heartbeats", {"reports": [report(cid, None, cpu=101)]}) == 200
+    prom.targets_up()
+    for expr in expressions:
+        status, _, error = prom.api("query", query=expr)
+        assert status == "success", f"{expr}: {error}"
+        # An expression over series that all exist answers something (NaN included), unless it is
+        # a filter (an alert's comparison) that may rightly answer nothing.
+        selectors = ["".join(m) for m in SELECTOR.findall(expr)]
+        filtering = re.search(r"[<>]|[=!]=", re.sub(r"\{[^}]*\}", "", expr))
+        if filtering or not all(prom.query(f"count({s})") for s in selectors):
+            continue
+        assert prom.poll(expr, lambda r: r, seconds=30), f"no result: {expr}"
+
+
+def test_process_metrics_describe_the_whole_server_not_the_answering_worker(server):
+    master = next(p for p in psutil.Process().children() if "gunicorn" in " ".join(p.cmdline()))
+    deadline = time.monotonic() + 30
+    while len(master.children()) < 2 and time.monotonic() < deadline:  # the second may still be booting
+        time.sleep(0.1)
+    workers = master.children()
+    assert len(workers) == 2
+    scrapes = []
+    for _ in range(12):  # a fresh connection each: both workers answer some of them
+        with urllib.request.urlopen(server + "/metrics", timeout=10) as resp:
+            scrapes.append(families(resp.read().decode()))
+    cpu = [f["process_cpu_seconds"].samples[0].value for f in scrapes]
+    assert cpu == sorted(cpu), cpu  # one counter, never one worker's total then the other's
+    assert all(f["process_start_time_seconds"].samples[0].value == pytest.approx(master.create_time())
+               for f in scrapes)
+    rss = sum(p.memory_info().rss for p in [master, *workers])
+    assert scrapes[-1]["process_resident_memory_bytes"].samples[0].value == pytest.approx(rss, rel=0.2)
+    assert scrapes[-1]["python_info"].samples[0].labels["implementation"] == "CPython"
+
+
+def test_readme_alert_rules_load_in_prometheus(tmp_path):
+    promtool = tool_or_skip("promtool", "apt-get install prometheus")
+    blocks = [b for b in re.findall(r"```yaml\n(.*?)```", (ROOT / "README.md").read_text(), re.S) if "groups:" in b]
+    assert len(blocks) == 1
+    (tmp_path / "rules.yml").write_text(blocks[0])
+    check = subprocess.run([promtool, "check", "rules", str(tmp_path / "rules.yml")], capture_output=True,
+                           timeout=60)
+    assert check.returncode == 0, (check.stdout + check.stderr).decode()

@@ -4,6 +4,7 @@ from flask import Blueprint
 from .. import ingest, schemas
 from ..db import get_db
 from ..envelope import respond
+from ..metrics import counts_rejected_report
 from . import json_object
 
 bp = Blueprint("gpufs_client", __name__)
@@ -14,6 +15,7 @@ batch_out = schemas.BatchResult()
 
 
 @bp.post("/heartbeat")
+@counts_rejected_report
 def heartbeat():
     report = ingest.report_in(json_object())
     return respond(result_out.dump(ingest.ingest_one(get_db(), report)))
