@@ -1,6 +1,10 @@
-"""A real Prometheus for tests: Debian's binary on loopback, a temp config and storage, stopped on exit."""
+"""A real Prometheus for tests: Debian's binary on loopback, a temp config and storage, stopped on exit;
+and a gunicorn server of the test's own settings for it to scrape."""
 import json
+import os
+import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.parse
@@ -13,11 +17,22 @@ from .conftest import ROOT, free_port, tool_or_skip
 INSTALL = "apt-get install prometheus"
 
 
-def deploy_config(target, scrape_interval="1s"):
+AUTHORIZATION = """\
+    # authorization:
+    #   type: Bearer
+    #   credentials_file: /etc/prometheus/gpufs.key
+"""
+
+
+def deploy_config(target, scrape_interval="1s", key_file=None):
     """deploy/prometheus.yml as shipped, pointed at `target` (host:port) and scraping every
-    `scrape_interval`: the tests run the configuration the README tells operators to use."""
+    `scrape_interval`, its token-mode `authorization` un-commented to read `key_file` if given:
+    the tests run the configuration the README tells operators to use."""
     text = (ROOT / "deploy" / "prometheus.yml").read_text()
-    assert text.count('"127.0.0.1:18081"') == 2 and text.count("15s") == 2
+    assert text.count('"127.0.0.1:18081"') == 2 and text.count("15s") == 2 and AUTHORIZATION in text
+    if key_file:
+        text = text.replace(AUTHORIZATION, AUTHORIZATION.replace("# ", "").replace(
+            "/etc/prometheus/gpufs.key", json.dumps(str(key_file))))
     return text.replace('"127.0.0.1:18081"', json.dumps(target)).replace("15s", scrape_interval)
 
 
@@ -26,6 +41,7 @@ def prometheus(config_text, tmp_path):
     """Start Prometheus with `config_text`; yields a Prometheus (query helpers), stops it after."""
     binary = tool_or_skip("prometheus", INSTALL)
     home = Path(tmp_path)
+    home.mkdir(parents=True, exist_ok=True)
     (home / "prometheus.yml").write_text(config_text)
     port = free_port()
     log = home / "prometheus.log"
@@ -45,6 +61,34 @@ def prometheus(config_text, tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@contextmanager
+def gunicorn(urls, tmp_path, **settings):
+    """The server as production starts it, with `settings` (environment variables) of its own;
+    yields its host:port."""
+    port = free_port()
+    env = dict(os.environ, DATABASE_URL=urls["DATABASE_URL"], REDIS_URL=urls["REDIS_URL"],
+               GPUFS_BIND=f"127.0.0.1:{port}", GUNICORN_WORKERS="1", **settings)
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # its own, made by deploy/gunicorn.conf.py
+    log = Path(tmp_path) / "gunicorn.log"
+    with open(log, "wb") as err:
+        proc = subprocess.Popen([str(Path(sys.executable).with_name("gunicorn")), "-c", "deploy/gunicorn.conf.py",
+                                 "app:app"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("gunicorn did not start:\n" + log.read_text()) from None
+                time.sleep(0.1)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 class Prometheus:

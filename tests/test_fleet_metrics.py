@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from gpufs import create_app
 
 from .conftest import ROOT, new_client_id, register, tool_or_skip
-from .promserver import deploy_config, prometheus
+from .promserver import deploy_config, gunicorn, prometheus
 from .reports import gpu, report, rows, send
 
 GPU_FAMILIES = {"DCGM_FI_DEV_GPU_TEMP": "device_temp", "DCGM_FI_DEV_GPU_UTIL": "device_gpuusage",
@@ -379,3 +379,29 @@ def test_readme_alert_rules_load_in_prometheus(tmp_path):
     check = subprocess.run([promtool, "check", "rules", str(tmp_path / "rules.yml")], capture_output=True,
                            timeout=60)
     assert check.returncode == 0, (check.stdout + check.stderr).decode()
+
+
+def test_fleet_metrics_in_token_mode_scraped_with_the_deploy_configs_key(urls, db, tmp_path):
+    app = create_app({"DATABASE_URL": urls["DATABASE_URL"], "REDIS_URL": "", "MIGRATE_ON_START": False,
+                      "BACKGROUND_TASKS": False})
+    own = create_key(app, "--user", "12")
+    app.extensions["gpufs"].close()
+    (tmp_path / "gpufs.key").write_text(own + "\n")
+    with gunicorn(urls, tmp_path, AUTH_MODE="token", FLEET_METRICS_CACHE_SECONDS="1") as target:
+        headers = {"Authorization": f"Bearer {own}", "Content-Type": "application/json"}
+        base = f"http://{target}"
+        mine = new_client_id()
+        for path, body in (("/api/user/insert_client", {"user_id": "12", "client_id": mine, "client_status": "online",
+                                                        "name": "token-rig"}),
+                           ("/api/client/heartbeat", report(mine, None, devices=[gpu(0, temp=58)]))):
+            req = urllib.request.Request(base + path, data=json.dumps(body).encode(), headers=headers)
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                assert resp.status == 200
+        with pytest.raises(urllib.error.HTTPError) as refused:  # the same scrape without the key
+            urllib.request.urlopen(base + "/metrics/fleet", timeout=10)
+        assert refused.value.code == 401
+        config = deploy_config(target, key_file=tmp_path / "gpufs.key")
+        with prometheus(config, tmp_path / "prometheus") as prom:
+            assert prom.targets_up() == {"gpufs", "gpufs_fleet"}
+            temp = prom.poll('DCGM_FI_DEV_GPU_TEMP{Hostname="token-rig"}', lambda r: r)
+            assert [(r["metric"]["user_id"], r["value"][1]) for r in temp] == [("12", "58")]
