@@ -74,24 +74,33 @@ class Scrapes:
 
     Not in Redis: the cache's versions move with every stored report, which on a reporting fleet
     is every second, so a versioned value would nearly never be reused; a plain time limit is what
-    a sampled figure needs. Each worker answers at most one query per scope per period however
-    many Prometheus replicas scrape it."""
+    a sampled figure needs. Scrapes of one scope arriving together (several Prometheus replicas)
+    wait for one query rather than each running it."""
 
     def __init__(self, seconds):
         self.seconds = seconds
-        self._bodies = {}
+        self._bodies = {}  # scope -> (valid until, body)
+        self._locks = {}  # scope -> the lock its producer holds
         self._lock = threading.Lock()
 
-    def get(self, scope, produce):
-        now = time.monotonic()
+    def _kept(self, scope):
         kept = self._bodies.get(scope)
-        if kept is not None and kept[0] > now:
-            return kept[1]
-        body = produce()
+        return kept[1] if kept is not None and kept[0] > time.monotonic() else None
+
+    def get(self, scope, produce):
+        body = self._kept(scope)
+        if body is not None:
+            return body
         with self._lock:
-            if len(self._bodies) > 1000:  # one entry per user scraped: bounded, but never unbounded
+            if len(self._locks) > 1000:  # one entry per user scraped: bounded, never unbounded
                 self._bodies.clear()
-            self._bodies[scope] = (now + self.seconds, body)
+                self._locks.clear()
+            lock = self._locks.setdefault(scope, threading.Lock())
+        with lock:
+            body = self._kept(scope)
+            if body is None:
+                body = produce()
+                self._bodies[scope] = (time.monotonic() + self.seconds, body)
         return body
 
 
