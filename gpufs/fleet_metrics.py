@@ -6,7 +6,8 @@ import time
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
-from .db import get_db, queries, state
+from .db import get_db, queries
+from .ext import state
 
 GPU_LABELS = ("gpu", "UUID", "modelName", "Hostname", "client_id", "user_id")
 CLIENT_LABELS = ("client_id", "Hostname", "user_id")
@@ -112,7 +113,7 @@ def exposition(app, user_id):
     def produce():
         registry = CollectorRegistry()
         registry.register(FleetCollector(lambda: queries.fleet_metrics(
-            get_db(), user_id=user_id, window_seconds=int(s.config["ONLINE_WINDOW_SECONDS"]),
+            get_db(), user_id=user_id, now=s.clock(), window_seconds=int(s.config["ONLINE_WINDOW_SECONDS"]),
             interval=int(s.config["HEARTBEAT_INTERVAL_SECONDS"]))))
         return generate_latest(registry)
 

@@ -6,6 +6,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from datetime import timedelta
 
 import psutil
 import pytest
@@ -117,6 +118,18 @@ def test_fleet_metrics_silent_client_has_no_gpu_samples_and_is_down(fleet, db):
     assert samples(text, "gpufs_client_last_seen_timestamp_seconds", client_id=never) == []  # never invented
     assert samples(text, "gpufs_client_info", client_id=silent)[0][0]["live_status"] == "offline"
     assert len(samples(text, "gpufs_client_health_percent")) == 3
+
+
+def test_fleet_metrics_drop_a_clients_gpus_once_the_online_window_passes(fleet_app, fleet, db):
+    cid = register(fleet, name="fading")
+    send(fleet, report(cid, None, devices=[gpu(0, temp=70)]))
+    received = rows(db, "select last_seen_at from system_info")[0][0]
+    window = fleet_app.extensions["gpufs"].config["ONLINE_WINDOW_SECONDS"]
+    for seconds_after, up in ((window - 1, 1), (window + 1, 0)):
+        fleet_app.extensions["gpufs"].clock = lambda s=seconds_after: received + timedelta(seconds=s)
+        text = scrape(fleet)
+        assert value(text, "gpufs_client_up", client_id=cid) == up
+        assert len(samples(text, "DCGM_FI_DEV_GPU_TEMP", client_id=cid)) == up
 
 
 def test_fleet_metrics_live_whatever_the_registered_status(fleet, db):

@@ -9,9 +9,10 @@ from flask import Blueprint, Response, current_app, request
 
 from .. import auth, metrics
 from .. import fleet_metrics as fleet
-from ..db import DOWN_ERRORS, state
+from ..db import DOWN_ERRORS
 from ..envelope import respond
 from ..errors import Invalid, Unavailable
+from ..ext import state
 
 bp = Blueprint("gpufs_ops", __name__)
 log = logging.getLogger("gpufs.ops")

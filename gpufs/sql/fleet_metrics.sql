@@ -1,6 +1,6 @@
 -- The fleet as Prometheus samples: what GET /metrics/fleet runs, once per scrape (gpufs/fleet_metrics.py).
 
--- name: fleet-metrics(user_id, window_seconds, interval)
+-- name: fleet-metrics(user_id, now, window_seconds, interval)
 -- One row per GPU of the latest report of each live client, and one row with null GPU columns
 -- for a client with no GPU to show (not live, or reporting none); valid clients only, of one
 -- user or (user_id null) of all, ordered by client. Live: a report received within the window,
@@ -11,24 +11,23 @@ with clients as (
            coalesce(a.client_status, '') as client_status, coalesce(a.valid_status, 'valid') as valid_status,
            coalesce(a.os_type, '') as os_type, a.created_at at time zone 'UTC' as created_at,
            s.cpu_usage, s.mem_usage, s.disk_usage, s.last_seen_at,
-           coalesce(s.last_seen_at > now() - make_interval(secs => :window_seconds), false) as live
+           coalesce(s.last_seen_at > :now::timestamptz - make_interval(secs => :window_seconds), false) as live
       from gpu_assets a
       left join system_info s on s.client_id = a.client_id
      where (:user_id::text is null or a.user_id = :user_id)
        and coalesce(a.valid_status, 'valid') = 'valid'
 ), days as materialized (
-    select day, width from gpufs_health_days(now(), :interval)
+    select day, width from gpufs_health_days(:now, :interval)
 ), health as (
     -- gpufs_health over every client at once: the window's rollups in one join
     select c.client_id,
            gpufs_health_percent(coalesce(sum(s.health_heartbeats), 0),
-                                sum(gpufs_expected_in(w.day, c.created_at, now(), w.width))) as health
+                                sum(gpufs_expected_in(w.day, c.created_at, :now, w.width))) as health
       from clients c
      cross join days w
       left join client_daily_stats s
              on s.client_id = c.client_id
             and s.date = w.day
-            and s.date >= (now() at time zone 'UTC')::date - 6  -- the window only
      group by c.client_id
 )
 select c.client_id, c.user_id, c.client_name, c.client_status, c.valid_status, c.os_type, c.live,
