@@ -386,12 +386,14 @@ def test_process_metrics_describe_the_whole_server_not_the_answering_worker(serv
 
 def test_readme_alert_rules_load_in_prometheus(tmp_path):
     promtool = tool_or_skip("promtool", "apt-get install prometheus")
-    blocks = [b for b in re.findall(r"```yaml\n(.*?)```", (ROOT / "README.md").read_text(), re.S) if "groups:" in b]
-    assert len(blocks) == 1
-    (tmp_path / "rules.yml").write_text(blocks[0])
-    check = subprocess.run([promtool, "check", "rules", str(tmp_path / "rules.yml")], capture_output=True,
-                           timeout=60)
-    assert check.returncode == 0, (check.stdout + check.stderr).decode()
+    blocks = [b for b in re.findall(r"```yaml\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+              if re.search(r"^groups:", b, re.M) and "rules:" in b]
+    assert blocks
+    for n, block in enumerate(blocks):
+        (tmp_path / f"rules{n}.yml").write_text(block)
+        check = subprocess.run([promtool, "check", "rules", str(tmp_path / f"rules{n}.yml")], capture_output=True,
+                               timeout=60)
+        assert check.returncode == 0, (check.stdout + check.stderr).decode()
 
 
 def test_fleet_metrics_in_token_mode_scraped_with_the_deploy_configs_key(urls, db, tmp_path):
