@@ -48,8 +48,9 @@ class State:
 
 def init_app(app, url_prefix=None, config=None):
     """Register the API blueprints under `url_prefix` (default "/api") on any Flask app."""
-    from . import openapi
+    from . import history, openapi
     from .blueprints import client, models, monitor, user  # noqa: F401 (monitor adds views to user)
+    from .blueprints import history as history_views  # noqa: F401 (adds device_history to user)
     from .cli import gpufs_cli
 
     settings = config_module.from_env()
@@ -58,6 +59,7 @@ def init_app(app, url_prefix=None, config=None):
     prefix = (url_prefix if url_prefix is not None else settings["GPUFS_URL_PREFIX"]).rstrip("/")
     state = State(settings, prefix)
     app.extensions["gpufs"] = state
+    state.tasks.append(history.task(settings))
 
     app.register_blueprint(user.bp, url_prefix=prefix + "/user")
     app.register_blueprint(models.bp, url_prefix=prefix + "/models")
