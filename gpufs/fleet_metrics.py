@@ -18,6 +18,12 @@ GPU_FAMILIES = (
     ("DCGM_FI_DEV_GPU_TEMP", "GPU temperature (in C).", "device_temp"),
     ("DCGM_FI_DEV_GPU_UTIL", "GPU utilization (in %).", "device_gpuusage"),
     ("DCGM_FI_DEV_POWER_USAGE", "Power draw (in W).", "device_powerusage"),
+    ("DCGM_FI_DEV_FB_FREE", "Framebuffer memory free (in MiB).", "mem_free_mb"),
+    ("DCGM_FI_DEV_FB_USED", "Framebuffer memory used (in MiB).", "mem_used_mb"),
+    ("DCGM_FI_DEV_SM_CLOCK", "SM clock frequency (in MHz).", "sm_clock_mhz"),
+    ("DCGM_FI_DEV_MEM_CLOCK", "Memory clock frequency (in MHz).", "mem_clock_mhz"),
+    ("DCGM_FI_DEV_FAN_SPEED", "Fan speed (in %).", "fan_speed"),
+    ("DCGM_FI_DEV_XID_ERRORS", "Value of the last XID error encountered.", "xid"),
 )
 CLIENT_FAMILIES = (
     ("gpufs_client_health_percent", "Share of expected heartbeat buckets counted over the last 7 UTC days.",
@@ -59,8 +65,7 @@ class FleetCollector:
             if row["device_index"] is None:
                 continue
             # gpu, UUID, modelName, Hostname, client_id, user_id
-            gpu_labels = (str(row["device_index"]), row.get("uuid") or "", row["device_name"], labels[1], labels[0],
-                          labels[2])
+            gpu_labels = (str(row["device_index"]), row["uuid"], row["device_name"], labels[1], labels[0], labels[2])
             for family, column in gpu:
                 if row[column] is not None:  # NULL: no reading, so no sample rather than a made-up zero
                     family.add_metric(gpu_labels, row[column])

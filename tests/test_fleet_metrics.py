@@ -100,6 +100,28 @@ def test_fleet_metrics_show_every_gpu_of_a_live_client_in_dcgm_names(fleet, db):
          1)]
 
 
+def test_fleet_metrics_show_the_richer_readings_a_report_gives(fleet, db):
+    cid = register(fleet, name="rich")
+    uuid = "GPU-5b2a1c3e-7f4d-4c1a-9e8b-0a1b2c3d4e5f"
+    send(fleet, report(cid, None, devices=[
+        {**gpu(0, name="NVIDIA H100"), "uuid": uuid, "fan_speed": 45, "sm_clock_mhz": 1980, "mem_clock_mhz": 2619,
+         "mem_total_mb": 81559, "mem_used_mb": 20480, "xid": 79},
+        gpu(1, name="NVIDIA H100")]))
+    text = scrape(fleet)
+    labels = {"client_id": cid, "gpu": "0", "UUID": uuid, "modelName": "NVIDIA H100"}
+    for name, expected in (("DCGM_FI_DEV_FB_USED", 20480), ("DCGM_FI_DEV_FB_FREE", 81559 - 20480),
+                           ("DCGM_FI_DEV_SM_CLOCK", 1980), ("DCGM_FI_DEV_MEM_CLOCK", 2619),
+                           ("DCGM_FI_DEV_FAN_SPEED", 45), ("DCGM_FI_DEV_XID_ERRORS", 79),
+                           ("DCGM_FI_DEV_GPU_TEMP", 72)):
+        assert value(text, name, **labels) == expected, name
+        assert families(text)[name].type == "gauge"
+    # GPU 1 reported none of them: those families have no sample for it, and its UUID is unknown.
+    for name in ("DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_FB_FREE", "DCGM_FI_DEV_SM_CLOCK", "DCGM_FI_DEV_MEM_CLOCK",
+                 "DCGM_FI_DEV_FAN_SPEED", "DCGM_FI_DEV_XID_ERRORS"):
+        assert samples(text, name, client_id=cid, gpu="1") == [], name
+    assert samples(text, "DCGM_FI_DEV_GPU_TEMP", client_id=cid, gpu="1")[0][0]["UUID"] == ""
+
+
 def test_fleet_metrics_silent_client_has_no_gpu_samples_and_is_down(fleet, db):
     live = register(fleet, name="live")
     silent = register(fleet, name="silent")
@@ -269,7 +291,8 @@ def prom(server, tmp_path_factory):
 
 def test_fleet_metrics_in_prometheus_show_reported_temp_and_drop_a_silent_client(server, prom, db):
     hot, quiet = register_on(server, "prom-hot"), register_on(server, "prom-quiet")
-    assert post(server, "/api/client/heartbeat", report(hot, None, devices=[gpu(0, temp=77), gpu(1, temp=40)])) == 200
+    rich = {**gpu(0, temp=77), "uuid": "GPU-0f0e0d0c", "mem_total_mb": 24564, "mem_used_mb": 1024}
+    assert post(server, "/api/client/heartbeat", report(hot, None, devices=[rich, gpu(1, temp=40)])) == 200
     assert post(server, "/api/client/heartbeat", report(quiet, None, devices=[gpu(0, temp=66)])) == 200
     assert prom.targets_up() == {"gpufs", "gpufs_fleet"}
 
@@ -277,6 +300,8 @@ def test_fleet_metrics_in_prometheus_show_reported_temp_and_drop_a_silent_client
     assert [(r["metric"]["client_id"], r["metric"]["instance"], r["value"][1]) for r in temp] == [
         (hot, "prom-hot", "77")]
     assert prom.poll('DCGM_FI_DEV_GPU_TEMP{Hostname="prom-quiet"}', lambda r: r)[0]["value"][1] == "66"
+    free = prom.query('DCGM_FI_DEV_FB_FREE{UUID="GPU-0f0e0d0c"}')
+    assert [(r["metric"]["Hostname"], r["value"][1]) for r in free] == [("prom-hot", str(24564 - 1024))]
 
     make_silent(db, quiet)
     assert prom.poll('DCGM_FI_DEV_GPU_TEMP{Hostname="prom-quiet"}', lambda r: not r) == []
@@ -288,11 +313,18 @@ def test_fleet_metrics_pass_promtool_check_but_for_dcgm_label_names(server, db):
     promtool = tool_or_skip("promtool", "apt-get install prometheus")
     for name in ('q"uote\\d', "new\nline", "rig"):
         cid = register_on(server, name)
-        assert post(server, "/api/client/heartbeat", report(cid, None, devices=[gpu(0), gpu(1)])) == 200
+        rich = {**gpu(1), "uuid": "GPU-1", "fan_speed": 30, "sm_clock_mhz": 1400, "mem_clock_mhz": 5000,
+                "mem_total_mb": 8192, "mem_used_mb": 100, "xid": 13}
+        assert post(server, "/api/client/heartbeat", report(cid, None, devices=[gpu(0), rich])) == 200
     register_on(server, "never-reported")
-    with urllib.request.urlopen(server + "/metrics/fleet", timeout=10) as resp:
-        body = resp.read()
-    assert b"DCGM_FI_DEV_GPU_TEMP{" in body
+    deadline = time.monotonic() + 30
+    while True:  # the server may still hold an answer from before these reports for a few seconds
+        with urllib.request.urlopen(server + "/metrics/fleet", timeout=10) as resp:
+            body = resp.read()
+        if b'Hostname="never-reported"' in body or time.monotonic() > deadline:
+            break
+        time.sleep(0.25)
+    assert b"DCGM_FI_DEV_GPU_TEMP{" in body and b"DCGM_FI_DEV_XID_ERRORS{" in body
     check = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True, timeout=60)
     complaints = (check.stdout + check.stderr).decode().splitlines()
     # dcgm-exporter's own camelCase label (modelName) is kept for its dashboards; nothing else.

@@ -40,8 +40,12 @@ select c.client_id, c.user_id, c.client_name, c.client_status, c.valid_status, c
        case when c.live then c.mem_usage end as mem_usage,
        case when c.live then c.disk_usage end as disk_usage,
        extract(epoch from c.last_seen_at)::float8 as last_seen,
-       d.device_index, coalesce(d.device_name, '') as device_name,
-       d.device_temp, d.device_gpuusage, d.device_powerusage
+       d.device_index, coalesce(d.device_name, '') as device_name, coalesce(d.uuid, '') as uuid,
+       d.device_temp, d.device_gpuusage, d.device_powerusage,
+       d.mem_used_mb,
+       case when d.mem_total_mb is not null and d.mem_used_mb is not null  -- greatest() would turn null into 0
+            then greatest(d.mem_total_mb - d.mem_used_mb, 0) end as mem_free_mb,
+       d.sm_clock_mhz, d.mem_clock_mhz, d.fan_speed, d.xid
   from clients c
   join health h on h.client_id = c.client_id
   left join device_info d on c.live and d.client_id = c.client_id
