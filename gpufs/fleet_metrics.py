@@ -25,6 +25,7 @@ GPU_FAMILIES = (
     ("DCGM_FI_DEV_FAN_SPEED", "Fan speed (in %).", "fan_speed"),
     ("DCGM_FI_DEV_XID_ERRORS", "Value of the last XID error encountered.", "xid"),
 )
+ALERT_CONDITIONS = ("offline", "gpu_hot", "error_status", "disk_full")  # contract section 10
 CLIENT_FAMILIES = (
     ("gpufs_client_health_percent", "Share of expected heartbeat buckets counted over the last 7 UTC days.",
      "health"),
@@ -51,9 +52,15 @@ class FleetCollector:
                                                   "else 0 (and the client has no GPU samples).", labels=CLIENT_LABELS)
         info = GaugeMetricFamily("gpufs_client_info", "Registry facts of a client; the value is always 1.",
                                  labels=INFO_LABELS)
-        previous = None
+        alerts = GaugeMetricFamily("gpufs_alerts_firing", "Alerts firing now, per user and condition, over "
+                                   "the user's valid clients.", labels=("condition", "user_id"))
+        previous = previous_user = None
         for row in self.fetch():
             labels = (row["client_id"].hex(), row["client_name"], str(row["user_id"]))
+            if labels[2] != previous_user:  # a user's first row: its alerts, every condition, 0 included
+                previous_user = labels[2]
+                for condition in ALERT_CONDITIONS:
+                    alerts.add_metric((condition, labels[2]), row[f"firing_{condition}"])
             if labels[0] != previous:  # a client's first row: its own families, once
                 previous = labels[0]
                 up.add_metric(labels, 1 if row["live"] else 0)
@@ -73,6 +80,7 @@ class FleetCollector:
         yield up
         yield from (family for family, _ in client)
         yield info
+        yield alerts
 
 
 class Scrapes:

@@ -198,6 +198,31 @@ def test_fleet_metrics_escape_label_values(fleet, db):
     assert samples(text, "gpufs_client_up", client_id=broken)[0][0]["Hostname"] == "two\nlines"
 
 
+def add_alert(db, user_id, cid, condition, state="firing", device_index=None):
+    rows(db, "insert into gpufs_alerts (user_id, client_id, condition, device_index, state, starts_at, ends_at,"
+             " message, updated_at) values (%s, %s, %s, %s, %s, now(), case when %s = 'resolved' then now() end,"
+             " 'test', now())", user_id, bytes.fromhex(cid), condition, device_index, state, state)
+
+
+def test_fleet_metrics_count_firing_alerts_per_user_and_condition(fleet, db):
+    rows(db, "delete from gpufs_alerts")
+    mine, dropped = register(fleet, name="alerting"), register(fleet, name="invalid")
+    theirs = register(fleet, user_id="13", name="calm")
+    add_alert(db, "12", mine, "gpu_hot", device_index=0)
+    add_alert(db, "12", mine, "gpu_hot", device_index=1)
+    add_alert(db, "12", mine, "offline", state="resolved")
+    add_alert(db, "12", dropped, "disk_full")
+    assert fleet.post("/api/user/edit_client_info", json={
+        "user_id": "12", "client_id": dropped, "valid_status": "invalid"}).status_code == 200
+    add_alert(db, "13", theirs, "error_status")
+    text = scrape(fleet)
+    assert families(text)["gpufs_alerts_firing"].type == "gauge"
+    assert {(s[0]["user_id"], s[0]["condition"]): s[1] for s in samples(text, "gpufs_alerts_firing")} == {
+        ("12", "offline"): 0, ("12", "gpu_hot"): 2, ("12", "error_status"): 0, ("12", "disk_full"): 0,
+        ("13", "offline"): 0, ("13", "gpu_hot"): 0, ("13", "error_status"): 1, ("13", "disk_full"): 0}
+    assert {s[0]["user_id"] for s in samples(scrape(fleet, user_id="13"), "gpufs_alerts_firing")} == {"13"}
+
+
 def test_fleet_metrics_user_id_narrows_to_one_user(fleet, db):
     mine, theirs = register(fleet, user_id="12", name="mine"), register(fleet, user_id="13", name="theirs")
     both = scrape(fleet)
