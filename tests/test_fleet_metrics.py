@@ -205,7 +205,6 @@ def add_alert(db, user_id, cid, condition, state="firing", device_index=None):
 
 
 def test_fleet_metrics_count_firing_alerts_per_user_and_condition(fleet, db):
-    rows(db, "delete from gpufs_alerts")
     mine, dropped = register(fleet, name="alerting"), register(fleet, name="invalid")
     theirs = register(fleet, user_id="13", name="calm")
     add_alert(db, "12", mine, "gpu_hot", device_index=0)
