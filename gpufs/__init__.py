@@ -2,7 +2,7 @@
 import functools
 import logging
 
-from flask import Flask, request
+from flask import Flask, redirect, request
 from flask_cors import CORS
 
 from . import config as config_module
@@ -44,9 +44,13 @@ class State:
         self.cache.close()
 
 
-def init_app(app, url_prefix=None, config=None):
-    """Register the API blueprints under `url_prefix` (default "/api") on any Flask app."""
-    from . import openapi
+AUTO = "<url_prefix>/../dashboard"
+
+
+def init_app(app, url_prefix=None, config=None, dashboard_prefix=AUTO):
+    """Register the API blueprints under `url_prefix` (default "/api") on any Flask app, and the
+    dashboard under `dashboard_prefix` (default beside the API, e.g. /dashboard; None: no dashboard)."""
+    from . import dashboard, openapi
     from .blueprints import client, models, monitor, user  # noqa: F401 (monitor adds views to user)
     from .cli import gpufs_cli
 
@@ -61,6 +65,8 @@ def init_app(app, url_prefix=None, config=None):
     app.register_blueprint(models.bp, url_prefix=prefix + "/models")
     app.register_blueprint(client.bp, url_prefix=prefix + "/client")
     app.register_blueprint(openapi.bp, url_prefix=prefix)
+    if dashboard_prefix is not None:
+        dashboard.mount(app, prefix, dashboard.default_prefix(prefix) if dashboard_prefix is AUTO else dashboard_prefix)
     app.teardown_appcontext(close_db)
     errors.register(app, prefix or "/")
     app.cli.add_command(gpufs_cli)
@@ -105,6 +111,9 @@ def create_app(test_config=None):
     logs.configure(settings)
     state = init_app(app, config=settings)
     app.register_blueprint(ops.bp)  # /healthz, /readyz, /metrics: the standalone server's, not a host's
+    # Relative, so it also lands right behind a proxy that serves the app under a sub-path.
+    home = state.dashboard_prefix.lstrip("/") + "/"
+    app.add_url_rule("/", "gpufs_home", lambda: redirect(home))
     logs.install(app)
 
     _warn_if_exposed(settings)
