@@ -84,7 +84,8 @@ function render() {
 function summarize() {
   const warned = shown.filter((c) => cards.get(c.client_id)?.warned).length;
   text(document.getElementById("fleet-summary"),
-    shown.length ? `${shown.length} clients shown, ${warned} need a look.` : "No clients match.");
+    shown.length ? `${shown.length} client${shown.length === 1 ? "" : "s"} shown, ${warned} need a look.`
+      : "No clients match.");
 }
 
 function make(c) {
