@@ -116,9 +116,9 @@ def heartbeat(base, client_id, temps, usage=50, timestamp=None, key=None):
 def gunicorn(urls, tmp_path, **env):
     """A gunicorn of our own settings (token mode, another database); yields its base URL."""
     port = free_port()
-    full = dict(os.environ, DATABASE_URL=urls["DATABASE_URL"], REDIS_URL=urls["REDIS_URL"],
-                GPUFS_BIND=f"127.0.0.1:{port}", GUNICORN_WORKERS="1", MIGRATE_ON_START="false",
-                BACKGROUND_TASKS="false", **env)
+    full = {**os.environ, "DATABASE_URL": urls["DATABASE_URL"], "REDIS_URL": urls["REDIS_URL"],
+            "GPUFS_BIND": f"127.0.0.1:{port}", "GUNICORN_WORKERS": "1", "MIGRATE_ON_START": "false",
+            "BACKGROUND_TASKS": "false", **env}
     log = tmp_path / f"gunicorn-{port}.log"
     with open(log, "wb") as err:
         proc = subprocess.Popen([str(Path(sys.executable).with_name("gunicorn")), "-c", "deploy/gunicorn.conf.py",

@@ -38,6 +38,7 @@ async function load() {
       if (dd) text(dd, `${value}${dd.dataset.unit || ""}`);
     }
     render();
+    document.getElementById("updated").replaceChildren("Updated ", timeEl(new Date(serverNow).toISOString()), ".");
     await readDetails(user);
   } catch (error) {
     report(error);
