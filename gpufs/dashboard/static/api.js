@@ -183,3 +183,10 @@ export function every(ms, load) {
   identity().then(tick);  // asks who first when this tab does not know yet
   return tick;
 }
+
+/** Performance marks for bench/dashboard.py: `name` once the DOM is built, `name-painted` after the next frame. */
+export function mark(name) {
+  if (performance.getEntriesByName(name).length) return;
+  performance.mark(name);
+  requestAnimationFrame(() => setTimeout(() => performance.mark(`${name}-painted`)));
+}

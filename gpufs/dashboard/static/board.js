@@ -1,5 +1,5 @@
 // The fleet board: live status of every client, what needs a look and why, refreshed every 5 s.
-import {clearBanner, config, every, get, identity, report, userId} from "./api.js";
+import {clearBanner, config, every, get, identity, mark, report, userId} from "./api.js";
 import {ago, el, num, text, timeEl} from "./fmt.js";
 
 const REFRESH_MS = 5000;
@@ -39,7 +39,9 @@ async function load() {
     }
     render();
     document.getElementById("updated").replaceChildren("Updated ", timeEl(new Date(serverNow).toISOString()), ".");
+    mark("gpufs:board-rendered");
     await readDetails(user);
+    mark("gpufs:board-gpus");
   } catch (error) {
     report(error);
   }

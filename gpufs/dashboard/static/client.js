@@ -1,5 +1,5 @@
 // One client: its system and GPUs now, per-GPU charts over a chosen range, daily rollups, recent heartbeats.
-import {clearBanner, config, every, get, identity, report} from "./api.js";
+import {clearBanner, config, every, get, identity, mark, report} from "./api.js";
 import {ago, bytes, el, fillRows, num, text, timeEl} from "./fmt.js";
 import {lineChart} from "./chart.js";
 
@@ -88,6 +88,7 @@ async function loadHistory() {
     report(error);
     return;
   }
+  performance.mark("gpufs:history-data");
   const from = Date.parse(history.start), to = Date.parse(history.end);
   const figures = history.devices.map((gpu) => {
     const rows = gpu.points.map((p) => ({...p, t: Date.parse(p.time)}));
@@ -105,6 +106,7 @@ async function loadHistory() {
       el("div", {class: "chart-grid"}, ...charts));
   });
   document.getElementById("charts").replaceChildren(...figures);
+  mark("gpufs:history-drawn");
   text(summary, figures.length
     ? `${figures.length} GPUs, one point per ${history.step_seconds / 60} min, ${new Date(from).toLocaleString()} to ${new Date(to).toLocaleString()}.`
     : "No GPU samples in this range.");
