@@ -33,8 +33,9 @@ def report_for(client_id, gpus, at=None):
     body = {"client_id": client_id, "system": {"cpu_usage": 35, "memory_usage": 50, "disk_usage": 40,
                                                "network_rx": 4096, "network_tx": 2048},
             "device_memsize": 24576 * gpus, "total_tflops": 80 * gpus,
-            "devices": [{"index": i, "name": "NVIDIA H100 80GB HBM3", "temp": 60 + (i * 7 + int(at[14:16] if at else 0)) % 30,
-                         "usage": 40 + i * 5, "mem_usage": 55, "power_usage": 300 + i * 10} for i in range(gpus)]}
+            "devices": [{"index": i, "name": "NVIDIA H100 80GB HBM3", "usage": 40 + i * 5, "mem_usage": 55,
+                         "temp": 60 + (i * 7 + int(at[14:16] if at else 0)) % 30, "power_usage": 300 + i * 10}
+                        for i in range(gpus)]}
     if at:
         body["timestamp"] = at
     return body
@@ -55,7 +56,8 @@ def make_history(base, client_id, gpus=8, hours=24, every=120):
     now = datetime.now(timezone.utc).replace(microsecond=0)
     times = [(now - timedelta(seconds=s)).isoformat().replace("+00:00", "Z") for s in range(hours * 3600, 0, -every)]
     for start in range(0, len(times), 250):
-        post(base, "/api/client/heartbeats", {"reports": [report_for(client_id, gpus, t) for t in times[start:start + 250]]})
+        reports = [report_for(client_id, gpus, t) for t in times[start:start + 250]]
+        post(base, "/api/client/heartbeats", {"reports": reports})
 
 
 def browser(driver_path):
@@ -64,7 +66,8 @@ def browser(driver_path):
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run",
                  f"--user-data-dir={tempfile.mkdtemp(prefix='gpufs-bench-')}",
-                 "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost", "--window-size=1280,900"):
+                 "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost",
+                 "--window-size=1280,900"):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
     return webdriver.Chrome(service=Service(executable_path=driver_path), options=options)

@@ -86,7 +86,7 @@ def test_heartbeat_posted_through_the_api_appears_within_one_refresh(driver, ser
     wait_for(driver, lambda d: "GPU 0 NVIDIA GeForce RTX 4090: 77 °C, 33% used" in card_text(d, fleet["hot"]))
     assert "⚠" not in card_text(driver, fleet["hot"])  # the warning went with the heat
     heartbeat(server, fleet["never"], [50])
-    wait_for(driver, lambda d: "online" in card_text(d, fleet["never"]) and "silent" not in card_text(d, fleet["never"]))
+    wait_for(driver, lambda d: "online" in card_text(d, fleet["never"]) and "⚠" not in card_text(d, fleet["never"]))
 
 
 def test_filters_narrow_the_board_by_live_status_and_name(driver, server, user, fleet):

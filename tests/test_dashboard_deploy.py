@@ -16,8 +16,19 @@ from werkzeug.serving import make_server
 
 from gpufs import create_app, init_app
 
-from .browser import (call, card_text, chrome, gunicorn, heartbeat, ok, register, requested_urls, shoot,
-                      tool_or_skip, wait_for)
+from .browser import (
+    call,
+    card_text,
+    chrome,
+    gunicorn,
+    heartbeat,
+    ok,
+    register,
+    requested_urls,
+    shoot,
+    tool_or_skip,
+    wait_for,
+)
 from .conftest import free_port
 
 
