@@ -17,6 +17,7 @@ from werkzeug.serving import make_server
 from gpufs import create_app, init_app
 
 from .browser import (
+    OPENER,
     call,
     card_text,
     chrome,
@@ -227,4 +228,20 @@ http {{
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+        shutil.rmtree(prefix, ignore_errors=True)
+
+
+def test_shipped_nginx_site_serves_the_dashboard(server):
+    from .test_nginx import start_nginx, stop_nginx
+    tool_or_skip("nginx", "apt-get install nginx")
+    prefix = Path(tempfile.mkdtemp(prefix="gpufs-nginx-"))
+    proc, base = start_nginx(prefix, int(server.rsplit(":", 1)[1]))
+    try:
+        with OPENER.open(base + "/dashboard/", timeout=10) as resp:
+            assert resp.status == 200 and resp.headers["Content-Security-Policy"].startswith("default-src 'self'")
+            assert b'data-api="../api"' in resp.read()
+        with OPENER.open(base + "/dashboard/static/board.js", timeout=10) as resp:
+            assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/javascript")
+    finally:
+        stop_nginx(proc)
         shutil.rmtree(prefix, ignore_errors=True)
