@@ -9,7 +9,7 @@ from selenium.common.exceptions import NoAlertPresentException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 
-from .browser import card_text, chrome, console_errors, heartbeat, register, requested_urls, shoot, wait_for
+from .browser import call, card_text, chrome, console_errors, heartbeat, register, requested_urls, shoot, wait_for
 
 XSS = "<img src=x onerror=alert(1)>"
 
@@ -152,3 +152,41 @@ def test_board_is_readable_at_phone_width(driver, server, user, fleet):
     wide = driver.execute_script("return document.documentElement.scrollWidth > window.innerWidth + 1")
     assert not wide  # nothing to scroll sideways
     shoot(driver, "dashboard-phone")
+
+
+def test_client_page_shows_system_gpus_daily_rollups_and_recent_heartbeats(driver, server, user):
+    client_id = register(server, user, "epsilon")
+    heartbeat(server, client_id, [66, 88], usage=71)
+    driver.get(f"{server}/dashboard/client?client_id={client_id}&user_id={user}")
+    wait_for(driver, lambda d: d.find_element(By.ID, "client-name").text == "epsilon")
+    wait_for(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#gpus tbody tr")) == 2)
+    system = driver.find_element(By.ID, "system").text
+    assert "CPU\n40%" in system and "GPU memory\n24576 MB" in system
+    rows = [r.text for r in driver.find_elements(By.CSS_SELECTOR, "#gpus tbody tr")]
+    assert rows[0] == "0 NVIDIA GeForce RTX 4090 66 °C 71% 60% 300 W"
+    assert rows[1] == "1 NVIDIA GeForce RTX 4090 ⚠ 88 °C hot 71% 60% 301 W"
+    wait_for(driver, lambda d: "2.0 KB" in d.find_element(By.ID, "daily").text)
+    daily = driver.find_element(By.CSS_SELECTOR, "#daily tbody tr").text
+    assert daily.split()[1] == "1" and "40.0%" in daily  # one counted heartbeat, its CPU figure
+    beats = driver.find_elements(By.CSS_SELECTOR, "#beats tbody tr")
+    assert len(beats) == 1 and "1.0 KB 2.0 KB" in beats[0].text  # sent, received
+    stamp = driver.find_element(By.CSS_SELECTOR, "#beats time")
+    assert stamp.get_attribute("title").endswith(" UTC") and stamp.get_attribute("datetime").endswith("Z")
+
+
+def test_model_catalogue_lists_a_model_inserted_through_the_api(driver, server, user):
+    name = "llama-" + uuid.uuid4().hex[:8]
+    status, _ = call(server, "/api/models/insert", {"name": name, "version": "1.0", "version_code": 1,
+                                                   "engine_type": 0, "min_gpu_memory_gb": 24})
+    assert status == 200
+    driver.get(f"{server}/dashboard/models?user_id={user}")
+    wait_for(driver, lambda d: any(r.text.startswith(f"{name} 1.0 1 0 ✔ active")
+                                   for r in d.find_elements(By.CSS_SELECTOR, "#models tbody tr")))
+    assert console_errors(driver) == []
+
+
+def test_alerts_page_says_none_yet_for_a_quiet_fleet(driver, server, user):
+    register(server, user, "zeta", status="maintenance")
+    driver.get(f"{server}/dashboard/alerts?user_id={user}")
+    wait_for(driver, lambda d: d.find_element(By.CSS_SELECTOR, "#alerts tbody").text == "none yet")
+    assert not driver.find_element(By.ID, "banner").is_displayed()
