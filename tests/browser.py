@@ -14,7 +14,6 @@ from pathlib import Path
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
-from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from .conftest import ROOT, free_port, tool_or_skip
@@ -67,8 +66,10 @@ def wait_for(driver, condition, timeout=WAIT):
 
 
 def card_text(driver, client_id):
-    cards = driver.find_elements(By.CSS_SELECTOR, f'li.card[data-client-id="{client_id}"]')
-    return cards[0].text if cards else ""
+    """A card's visible text, read in one step inside the page (a refresh may replace it meanwhile)."""
+    return driver.execute_script(
+        "const card = document.querySelector(`li.card[data-client-id='${arguments[0]}']`);"
+        "return card ? card.innerText : ''", client_id)
 
 
 def call(base, path, body=None, key=None):
@@ -101,15 +102,20 @@ def register(base, user, name, status="online", key=None):
 
 
 def heartbeat(base, client_id, temps, usage=50, timestamp=None, key=None):
-    """One report with a GPU per temperature in `temps`."""
-    report = {"client_id": client_id, "system": {"cpu_usage": 40, "memory_usage": 55, "disk_usage": 30,
+    """Post one report with a GPU per temperature in `temps`."""
+    return ok(call(base, "/api/client/heartbeat", report(client_id, temps, usage, timestamp), key=key))
+
+
+def report(client_id, temps, usage=50, timestamp=None):
+    """A report with a GPU per temperature in `temps`."""
+    body = {"client_id": client_id, "system": {"cpu_usage": 40, "memory_usage": 55, "disk_usage": 30,
                                                  "network_rx": 2048, "network_tx": 1024},
               "device_memsize": 24576, "total_tflops": 80,
               "devices": [{"index": i, "name": "NVIDIA GeForce RTX 4090", "temp": t, "usage": usage,
                            "mem_usage": 60, "power_usage": 300 + i} for i, t in enumerate(temps)]}
     if timestamp:
-        report["timestamp"] = timestamp
-    return ok(call(base, "/api/client/heartbeat", report, key=key))
+        body["timestamp"] = timestamp
+    return body
 
 
 @contextlib.contextmanager

@@ -9,7 +9,17 @@ from selenium.common.exceptions import NoAlertPresentException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 
-from .browser import call, card_text, chrome, console_errors, heartbeat, register, requested_urls, shoot, wait_for
+from .browser import (
+    call,
+    card_text,
+    chrome,
+    console_errors,
+    heartbeat,
+    register,
+    requested_urls,
+    shoot,
+    wait_for,
+)
 
 XSS = "<img src=x onerror=alert(1)>"
 
@@ -93,7 +103,8 @@ def test_filters_narrow_the_board_by_live_status_and_name(driver, server, user, 
     board(driver, server, user, 4)
 
     def shown(d):
-        return sorted(li.get_attribute("data-client-id") for li in d.find_elements(By.CSS_SELECTOR, "#fleet > li"))
+        return sorted(d.execute_script("return [...document.querySelectorAll('#fleet > li')]"
+                                       ".map(li => li.dataset.clientId)"))
 
     Select(driver.find_element(By.ID, "filter-status")).select_by_value("offline")
     wait_for(driver, lambda d: shown(d) == sorted([fleet["never"], fleet["quiet"]]))
@@ -190,3 +201,4 @@ def test_alerts_page_says_none_yet_for_a_quiet_fleet(driver, server, user):
     driver.get(f"{server}/dashboard/alerts?user_id={user}")
     wait_for(driver, lambda d: d.find_element(By.CSS_SELECTOR, "#alerts tbody").text == "none yet")
     assert not driver.find_element(By.ID, "banner").is_displayed()
+

@@ -1,15 +1,9 @@
 // The fleet board: live status of every client, what needs a look and why, refreshed every 5 s.
 import {clearBanner, config, every, get, identity, mark, report, userId} from "./api.js";
-import {ago, el, num, text, timeEl} from "./fmt.js";
+import {ago, badge, el, num, text, timeEl} from "./fmt.js";
 
 const REFRESH_MS = 5000;
 const DETAIL_FETCHES = 4;  // in flight at once, so a large fleet's first load never floods the server
-const STATUS = {
-  online: ["●", "online"],
-  offline: ["○", "offline"],
-  maintenance: ["◐", "maintenance"],
-  error: ["✖", "error"],
-};
 
 const fleet = document.getElementById("fleet");
 const statusFilter = document.getElementById("filter-status");
@@ -116,10 +110,9 @@ function fill(card, c) {
   }
   text(card.link, c.client_name);
   card.node.className = `card status-${live}${warnings.length ? " warn" : ""}`;
-  const [icon, word] = STATUS[live] || ["?", live];
   const seen = c.last_online ? timeEl(c.last_online, ago(Date.parse(c.last_online), serverNow)) : el("span", {}, "never");
   const parts = [
-    el("p", {class: "status"}, el("span", {class: "badge"}, el("span", {"aria-hidden": "true"}, icon), ` ${word}`),
+    el("p", {class: "status"}, badge(live),
       el("span", {class: "seen"}, "last seen ", seen)),
   ];
   if (warnings.length) {

@@ -1,6 +1,6 @@
 // One client: its system and GPUs now, per-GPU charts over a chosen range, daily rollups, recent heartbeats.
 import {clearBanner, config, every, get, identity, mark, report} from "./api.js";
-import {ago, bytes, el, fillRows, num, text, timeEl} from "./fmt.js";
+import {ago, badge, bytes, el, fillRows, num, text, timeEl} from "./fmt.js";
 import {lineChart} from "./chart.js";
 
 const REFRESH_MS = 5000;
@@ -29,7 +29,7 @@ async function loadNow() {
       document.title = `${c.client_name} · gpuf-s`;
       const line = document.getElementById("client-status");
       line.className = `client-status status-${c.client_status}`;
-      line.replaceChildren(el("span", {class: "badge"}, c.client_status), " · last seen ",
+      line.replaceChildren(badge(c.client_status), " · last seen ",
         c.last_online ? timeEl(c.last_online, ago(Date.parse(c.last_online), status.now)) : "never",
         ` · health ${c.health}% · days on record: ${c.uptime_days} · ${c.os_type || "unknown OS"}`);
     }

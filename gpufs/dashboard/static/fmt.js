@@ -65,3 +65,10 @@ export function fillRows(tbody, rows, columns, empty = "none yet") {
   }
   for (const cells of rows) tbody.append(el("tr", {}, ...cells.map((c) => el("td", {}, c))));
 }
+
+// A symbol beside the word, so a status never rests on its colour alone.
+const STATUS = {online: "●", offline: "○", maintenance: "◐", error: "✖"};
+
+export function badge(status) {
+  return el("span", {class: "badge"}, el("span", {"aria-hidden": "true"}, STATUS[status] || "?"), ` ${status}`);
+}
