@@ -1,6 +1,7 @@
 """gpuf-s API server: create_app() for standalone use, init_app() to embed in a host Flask app."""
 import functools
 import logging
+from datetime import datetime, timezone
 
 from flask import Flask, redirect, request
 from flask_cors import CORS
@@ -27,6 +28,7 @@ class State:
         self.auth_cache = KeyCache(int(config["AUTH_CACHE_SECONDS"]))
         self.tasks = []  # tasks.Task: periodic work each feature adds in init_app, run by one leader
         self.leader = None
+        self.clock = functools.partial(datetime.now, timezone.utc)  # "now" of the reads; tests fix it
 
     def start_tasks(self):
         """Start this process's background-task thread (gunicorn's post_worker_init calls it, after

@@ -11,8 +11,9 @@ import time
 
 from flask import g, request
 
-from .db import get_db, queries, state
+from .db import get_db, queries
 from .errors import Forbidden, Unauthorized
+from .ext import state
 
 ADMIN_LEVEL = -1
 

@@ -9,7 +9,6 @@ DEFAULTS = {
     "DB_CONNECT_TIMEOUT": 3,
     "DB_STATEMENT_TIMEOUT_MS": 15000,
     "DB_POOL_MAX": 8,
-    "DB_PREPARE": True,  # off behind PgBouncer in transaction mode
     "ONLINE_WINDOW_SECONDS": 120,
     "HEARTBEAT_INTERVAL_SECONDS": 120,
     "TEMP_WARNING_C": 85,

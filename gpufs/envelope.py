@@ -5,22 +5,16 @@ import orjson
 from flask import Response
 
 OK_MESSAGE = "Operation successful"
-_ISO = orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z
 
 
 def isoz(value):
-    """UTC ISO 8601 with microseconds and Z; naive values are UTC (upstream `timestamp` columns)."""
+    """The one time format: UTC ISO 8601 with microseconds and Z; naive values are UTC (upstream
+    `timestamp` columns)."""
     if value is None:
         return None
-    tz = value.tzinfo
-    # The connection's TimeZone is UTC, so psycopg2 hands back timezone.utc itself: an identity
-    # test spares the utcoffset() call on nearly every value.
-    if tz is not None and tz is not timezone.utc and value.utcoffset():
-        value = value.astimezone(timezone.utc)
-    # orjson formats a datetime in under a third of isoformat()'s time (per value, on every time
-    # field of every read), but leaves out a zero fraction.
-    text = orjson.dumps(value, option=_ISO).decode()
-    return text[1:-1] if value.microsecond else text[1:-2] + ".000000Z"
+    if value.tzinfo is not None:
+        value = value.astimezone(timezone.utc).replace(tzinfo=None)
+    return value.isoformat(timespec="microseconds") + "Z"
 
 
 def _default(value):

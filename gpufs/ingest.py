@@ -7,17 +7,17 @@ from marshmallow import ValidationError
 from . import metrics, schemas
 from .auth import may_report_for
 from .cache import client_scope, user_scope
-from .db import STALE_STATEMENT, execute, queries, state
+from .db import queries
 from .errors import Forbidden, NotFound, validation_message
+from .ext import state
 
-report_in = schemas.Load(schemas.Report())
+report_in = schemas.Report()
 
 NO_SUCH_CLIENT = "client_id: no such client; register it with insert_client"
 INVALID_CLIENT = "client_id: client is marked invalid; its reports are not accepted"
 COUNTED = "stored and counted"
 NOT_COUNTED = "stored; not counted: its bucket already has a report"
 DUPLICATE = "duplicate: this client_id and timestamp is already stored"
-NOT_YOURS = "client_id: this key may only report for its own user's clients"
 
 
 def _result(index, status, code, message, counted=False):
@@ -29,7 +29,7 @@ def validate(raw_reports):
     accepted, rejected = [], {}
     for index, raw in enumerate(raw_reports):
         try:
-            accepted.append((index, report_in(raw)))
+            accepted.append((index, report_in.load(raw)))
         except ValidationError as err:
             rejected[index] = _result(index, "rejected", 400, validation_message(err))
     return accepted, rejected
@@ -43,12 +43,7 @@ def ingest(conn, reports, rejected=None, *, settings=None):
     fails, the whole call raises and nothing is.
     """
     settings = settings or state().config
-    try:
-        results, stored = _store(conn, reports, rejected, settings)
-    except STALE_STATEMENT:
-        # The transaction rolled back whole and execute() forgot the session's statements: once
-        # more, prepared anew.
-        results, stored = _store(conn, reports, rejected, settings)
+    results, stored = _store(conn, reports, rejected, settings)
     if stored:
         state().cache.invalidate(*{user_scope(uid) for uid in stored.values()}, *map(client_scope, stored))
     ordered = [results[i] for i in sorted(results)]
@@ -66,12 +61,12 @@ def _store(conn, reports, rejected, settings):
         accepted = []
         for index, report in reports:
             client = clients.get(report["client_id"])
-            if client is None:
+            # Another user's client is answered as one that does not exist: neither its
+            # existence nor its validity is the caller's to learn.
+            if client is None or not may_report_for(client["user_id"]):
                 results[index] = _result(index, "rejected", 404, NO_SUCH_CLIENT)
             elif client["valid_status"] == "invalid":
                 results[index] = _result(index, "rejected", 403, INVALID_CLIENT)
-            elif not may_report_for(client["user_id"]):
-                results[index] = _result(index, "rejected", 403, NOT_YOURS)
             else:
                 accepted.append((index, report))
         if accepted:
@@ -98,9 +93,7 @@ def ingest_one(conn, report):
 
 
 def _clients(conn, client_ids):
-    with conn.cursor() as cur:
-        execute(cur, queries.report_clients, {"client_ids": sorted(client_ids)})
-        return {bytes(row["client_id"]): row for row in cur.fetchall()}
+    return {bytes(row["client_id"]): row for row in queries.report_clients(conn, client_ids=sorted(client_ids))}
 
 
 def _write(conn, accepted, clients, settings, results):
@@ -108,9 +101,7 @@ def _write(conn, accepted, clients, settings, results):
     payload = [orjson.dumps(_row(index, report)).decode() for index, report in accepted]
     params = {"reports": payload, "interval": int(settings["HEARTBEAT_INTERVAL_SECONDS"]),
               "retention_days": int(settings["HEARTBEAT_RETENTION_DAYS"])}
-    with conn.cursor() as cur:
-        execute(cur, queries.ingest_reports, params, "ingest_reports_one" if len(payload) == 1 else None)
-        rows = cur.fetchall()
+    rows = list(queries.ingest_reports(conn, **params))
     by_index = dict(accepted)
     touched = set()
     for row in rows:

@@ -1,4 +1,5 @@
-"""Numbered SQL migrations, applied once each, under an advisory lock so workers may race safely."""
+"""Numbered SQL migrations (tables, columns, indexes), applied once each, then the SQL functions
+(sql/functions.sql) on every run; under an advisory lock so workers may race safely."""
 import logging
 from pathlib import Path
 
@@ -6,6 +7,7 @@ import psycopg2
 
 log = logging.getLogger("gpufs.migrate")
 MIGRATIONS = Path(__file__).with_name("sql") / "migrations"
+FUNCTIONS = Path(__file__).with_name("sql") / "functions.sql"
 LOCK_KEY = 7_354_210_981  # any constant: it names "gpufs migrations" among advisory locks
 
 
@@ -14,7 +16,7 @@ def pending(applied):
 
 
 def migrate(dsn, connect_timeout=3):
-    """Apply every migration not yet recorded; return the names applied."""
+    """Apply every migration not yet recorded, then the functions; return the migrations applied."""
     conn = psycopg2.connect(dsn, connect_timeout=connect_timeout, options="-c TimeZone=UTC")
     try:
         conn.autocommit = True
@@ -45,4 +47,6 @@ def _apply(conn):
         conn.autocommit = True
         log.info("applied migration %s", path.stem)
         done.append(path.stem)
+    with conn, conn.cursor() as cur:  # create or replace: the same text again changes nothing
+        cur.execute(FUNCTIONS.read_text())
     return done

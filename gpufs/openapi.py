@@ -14,7 +14,7 @@ from flask import Blueprint, Response, current_app, request, send_from_directory
 from markupsafe import escape
 
 from . import schemas
-from .db import state
+from .ext import state
 
 bp = Blueprint("gpufs_openapi", __name__)
 API_VERSION = "1.0.0"
@@ -23,50 +23,30 @@ BODY_MEDIA = "application/json"
 
 @dataclass(frozen=True)
 class Op:
-    """How one endpoint is documented: its input schema and the `data` of its success envelope."""
+    """How one endpoint is documented, attached to its view by `describe`: its input schema, the
+    `data` of its success envelope (a schema class, a list of them with many=True, or a plain
+    OpenAPI schema dict) and, for the few answers that are not the envelope, their media type."""
 
     summary: str
     query: type | None = None
     body: type | None = None
-    data: object = None  # a schema class, ("array", class), or a plain OpenAPI schema dict
+    data: object = None
+    many: bool = False
     conflict: bool = False
+    media: str | None = None  # set: a bare (not enveloped) answer of this type, schema `data`
+
+
+def describe(summary, **kwargs):
+    """A decorator attaching an endpoint's declaration (an Op) to its view, where build() reads it."""
+    def attach(view):
+        view.openapi = Op(summary, **kwargs)
+        return view
+    return attach
 
 
 EMPTY_LIST = {"type": "array", "maxItems": 0, "items": {}}
 NULL = {"nullable": True, "enum": [None], "description": "always null"}
 
-OPERATIONS = {
-    "gpufs_user.insert_client": Op("Register a client, or update the caller's own (upsert by client_id)",
-                                   body=schemas.InsertClient, data=EMPTY_LIST, conflict=True),
-    "gpufs_user.edit_client_info": Op("Change a client's os_type, name, client_status or valid_status",
-                                      body=schemas.EditClient, data=NULL),
-    "gpufs_user.client_list": Op("The user's clients with their latest figures (registered status)",
-                                 query=schemas.ClientListQuery, data=schemas.ClientList),
-    "gpufs_user.client_status_list": Op("The user's clients with their live status: the view to poll",
-                                        query=schemas.ClientListQuery, data=schemas.ClientList),
-    "gpufs_user.client_device_detail": Op("One client's latest system report and GPUs",
-                                          query=schemas.ClientDetailQuery, data=schemas.ClientDetail),
-    "gpufs_user.client_stat": Op("Fleet totals: online, maintenance, warnings, TFLOPS, yesterday's uptime",
-                                 query=schemas.UserQuery, data=schemas.ClientStat),
-    "gpufs_user.client_monitor": Op("Daily rollups per client, newest day first",
-                                    query=schemas.MonitorQuery, data=("array", schemas.MonitorRow)),
-    "gpufs_user.client_health": Op("Raw heartbeats, newest first; without `limit` every matching row, streamed",
-                                   query=schemas.HealthQuery, data=("array", schemas.HealthRow)),
-    "gpufs_models.insert": Op("Create or update a model (upsert by name and version)",
-                              body=schemas.InsertModel, data=NULL, conflict=True),
-    "gpufs_models.get": Op("The model catalogue, largest GPU requirement first",
-                           query=schemas.ModelsQuery, data=("array", schemas.ModelItem)),
-    "gpufs_client.heartbeat": Op("Report one heartbeat (retries of the same timestamp are stored once)",
-                                 body=schemas.Report, data=schemas.IngestResult),
-    "gpufs_client.heartbeats": Op("Report up to 1000 heartbeats; a bad report never blocks the rest",
-                                  body=schemas.ReportBatch, data=schemas.BatchResult),
-}
-UNENVELOPED = {
-    "gpufs_openapi.openapi_json": ("This document (OpenAPI 3, not enveloped)", BODY_MEDIA, {"type": "object"}),
-    "gpufs_openapi.docs": ("This document rendered by Swagger UI", "text/html", {"type": "string"}),
-    "gpufs_openapi.docs_asset": ("Scripts and styles of the Swagger UI page", "application/octet-stream",
-                                 {"type": "string", "format": "binary"}),
-}
 TAGS = {  # in the order the page shows them
     "user": "Client registry and fleet monitoring (the published API)",
     "models": "Model catalogue (the published API)",
@@ -111,7 +91,7 @@ def build(app, prefix):
             continue
         operations = {}
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
-            operations[method.lower()] = _operation(rule, method, token_auth)
+            operations[method.lower()] = _operation(app, rule, method, token_auth)
         spec.path(path=_openapi_path(rule.rule), operations=operations)
     return spec.to_dict()
 
@@ -124,21 +104,20 @@ def _openapi_path(rule):
     return re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule)
 
 
-def _operation(rule, method, token_auth):
+def _operation(app, rule, method, token_auth):
     tag = rule.endpoint.split(".")[0].removeprefix("gpufs_")
-    if rule.endpoint in UNENVELOPED:
-        summary, media, schema = UNENVELOPED[rule.endpoint]
-        op = {"summary": summary, "tags": ["docs"], "security": [],
-              "responses": {"200": {"description": summary, "content": {media: {"schema": schema}}}}}
+    doc = getattr(app.view_functions[rule.endpoint], "openapi", None) or Op("(not described)", data={})
+    if doc.media:
+        op = {"summary": doc.summary, "tags": ["docs"], "security": [],
+              "responses": {"200": {"description": doc.summary, "content": {doc.media: {"schema": doc.data}}}}}
         op["parameters"] = [{"in": "path", "name": arg, "required": True, "schema": {"type": "string"}}
                             for arg in sorted(rule.arguments)]
         if rule.arguments:  # an asset name that does not exist
             op["responses"]["404"] = {"$ref": "#/components/responses/Error404"}
         return op
-    doc = OPERATIONS.get(rule.endpoint) or Op("(not described)", data={})
     op = {"summary": doc.summary, "operationId": f"{tag}_{rule.endpoint.split('.')[-1]}", "tags": [tag],
           "responses": {"200": {"description": "Success: `data` as below", "content": {
-              BODY_MEDIA: {"schema": _success_envelope(doc.data)}}}}}
+              BODY_MEDIA: {"schema": _success_envelope(doc.data, doc.many)}}}}}
     if doc.summary == "(not described)":
         op["x-undocumented"] = True
     if doc.query is not None:
@@ -157,9 +136,9 @@ def _operation(rule, method, token_auth):
     return op
 
 
-def _success_envelope(data):
-    if isinstance(data, tuple):
-        data = {"type": "array", "items": data[1]}
+def _success_envelope(data, many):
+    if many:
+        data = {"type": "array", "items": data}
     return {"type": "object", "required": ["success", "data", "message", "timestamp"], "properties": {
         "success": {"type": "boolean", "enum": [True]},
         "data": data,
@@ -200,6 +179,7 @@ def _field_details(self, field, **kwargs):
 # ---- routes ---------------------------------------------------------------------------------
 
 @bp.get("/openapi.json")
+@describe("This document (OpenAPI 3, not enveloped)", media=BODY_MEDIA, data={"type": "object"})
 def openapi_json():
     docs = current_app.extensions.setdefault("gpufs_openapi", {})
     root = request.script_root or "/"
@@ -211,6 +191,7 @@ def openapi_json():
 
 
 @bp.get("/docs")
+@describe("This document rendered by Swagger UI", media="text/html", data={"type": "string"})
 def docs():
     assets = {name: escape(url_for(".docs_asset", filename=name)) for name in (
         "swagger-ui.css", "swagger-ui-bundle.js", "swagger-ui-standalone-preset.js", "favicon-32x32.png")}
@@ -220,6 +201,8 @@ def docs():
 
 
 @bp.get("/docs/<path:filename>")
+@describe("Scripts and styles of the Swagger UI page", media="application/octet-stream",
+          data={"type": "string", "format": "binary"})
 def docs_asset(filename):
     from swagger_ui_bundle import swagger_ui_path  # only the docs page needs the package
     return send_from_directory(swagger_ui_path, filename, max_age=86400)

@@ -3,18 +3,21 @@ import numbers
 import re
 from datetime import datetime, time, timedelta, timezone
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, missing, post_load, validate, validates_schema
-from psycopg2.extensions import FLOAT, INTEGER, LONGINTEGER, PYDATETIME, PYDATETIMETZ
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from .envelope import isoz
 
 CLIENT_STATUSES = ("active", "online", "offline", "maintenance", "error")
 VALID_STATUSES = ("valid", "invalid")
+# Matched whole (fullmatch: `$` alone would let a trailing newline through), ASCII only.
 HEX32 = re.compile(r"^[0-9a-fA-F]{32}$")
 CHECKSUM = re.compile(r"^(sha256:)?[0-9a-fA-F]{64}$")
+QUERY_INT = re.compile(r"[ \t]*[+-]?[0-9]{1,19}[ \t]*")
+DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
 REPORT_FUTURE_LIMIT = timedelta(minutes=5)
+REPORT_EARLIEST = datetime(2000, 1, 1, tzinfo=timezone.utc)  # see docs/decisions.md
 
 # Messages a curl user can act on; the handler prefixes each with its field name.
 MESSAGES = {
@@ -72,16 +75,12 @@ class ClientId(fields.String):
         super().__init__(**kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs):
-        if not isinstance(value, str) or not HEX32.match(value):
+        if not isinstance(value, str) or not HEX32.fullmatch(value):
             raise self.make_error("invalid")
         return bytes.fromhex(value)
 
-    @staticmethod
-    def to_json(value):
-        return None if value is None else bytes(value).hex()
-
     def _serialize(self, value, attr, obj, **kwargs):
-        return self.to_json(value)
+        return None if value is None else bytes(value).hex()
 
 
 class Enum(fields.String):
@@ -117,6 +116,15 @@ class Number(fields.Float):
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or value != value:
             raise self.make_error("invalid")
         return float(value)
+
+
+class FullMatch(validate.Regexp):
+    """validate.Regexp matched against the whole value (it uses re.match), documented by its pattern."""
+
+    def __call__(self, value):
+        if self.regex.fullmatch(value) is None:
+            raise ValidationError(self._format_error(value))
+        return value
 
 
 def _range(lo, hi):
@@ -167,14 +175,14 @@ class QueryInt(fields.Integer):
         super().__init__(**kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs):
-        if not re.fullmatch(r"\s*[+-]?\d{1,19}\s*", str(value)):
+        if not QUERY_INT.fullmatch(str(value)):
             raise self.make_error("invalid")
         return int(value)
 
 
 def parse_time(text, need_zone):
     """ISO 8601 date-time; a trailing Z is UTC. Returns an aware datetime or raises ValueError."""
-    if not isinstance(text, str) or "T" not in text.upper() and " " not in text:
+    if not isinstance(text, str) or not text.isascii() or "T" not in text.upper() and " " not in text:
         raise ValueError
     value = datetime.fromisoformat(text.strip().replace("z", "Z").replace("Z", "+00:00"))
     if value.tzinfo is None:
@@ -199,8 +207,6 @@ class Instant(fields.Field):
         except (ValueError, TypeError, OverflowError) as err:  # overflow: year 1 or 9999 shifted by an offset
             raise self.make_error("invalid") from err
 
-    to_json = staticmethod(isoz)
-
     def _serialize(self, value, attr, obj, **kwargs):
         return isoz(value)
 
@@ -215,7 +221,7 @@ class DayOrInstant(fields.Field):
     def _deserialize(self, value, attr, data, **kwargs):
         text = str(value).strip()
         try:
-            if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+            if DAY.fullmatch(text):
                 day = datetime.strptime(text, "%Y-%m-%d").date()
                 return datetime.combine(day, time.min, tzinfo=timezone.utc), True
             return parse_time(text, need_zone=False), False
@@ -223,19 +229,8 @@ class DayOrInstant(fields.Field):
             raise self.make_error("invalid") from err
 
 
-class Day(fields.Date):
-    @staticmethod
-    def to_json(value):
-        return None if value is None else value.isoformat()
-
-    def _serialize(self, value, attr, obj, **kwargs):
-        return self.to_json(value)
-
-
 class Time(fields.Field):
     """Output: a time in the one format (UTC, microseconds, Z), null when absent."""
-
-    to_json = staticmethod(isoz)
 
     def _serialize(self, value, attr, obj, **kwargs):
         return isoz(value)
@@ -303,12 +298,10 @@ def time_range(data):
     """(from inclusive, to exclusive) for a start_date/end_date pair; whole days are inclusive."""
     start, end = data.get("start_date"), data.get("end_date")
     low = start[0] if start else None
-    if end is None:
+    try:
+        high = None if end is None else end[0] + (timedelta(days=1) if end[1] else timedelta(microseconds=1))
+    except OverflowError:  # the end of 9999-12-31: nothing is later, so no upper bound
         high = None
-    elif end[1]:
-        high = end[0] + timedelta(days=1)
-    else:
-        high = end[0] + timedelta(microseconds=1)
     return low, high
 
 
@@ -338,8 +331,8 @@ class InsertModel(Base):
         _length(1, 2048),
         validate.URL(schemes={"http", "https"}, require_tld=False, error="must be an http or https URL"),
     ])
-    checksum = Text(allow_none=True, validate=validate.Regexp(
-        CHECKSUM, error="must be sha256: followed by 64 hexadecimal characters, or 64 hexadecimal characters"))
+    checksum = Text(allow_none=True, validate=FullMatch(
+        CHECKSUM, "must be sha256: followed by 64 hexadecimal characters, or 64 hexadecimal characters"))
     expected_size = StrictInt(0, INT64_MAX, allow_none=True)
 
 
@@ -401,6 +394,8 @@ class Report(Base):
         ts = data.get("timestamp")
         if ts is not None and ts > datetime.now(timezone.utc) + REPORT_FUTURE_LIMIT:
             raise ValidationError("must not be more than 5 minutes in the future", "timestamp")
+        if ts is not None and ts < REPORT_EARLIEST:
+            raise ValidationError("must not be before 2000-01-01", "timestamp")
 
     @post_load
     def _cpu_only(self, data, **kwargs):
@@ -412,141 +407,6 @@ class Report(Base):
 class ReportBatch(Base):
     reports = fields.List(fields.Raw(), required=True, validate=validate.Length(
         1, 1000, error="must hold 1-1000 reports"), error_messages=_messages(invalid="must be a list"))
-
-
-class Load:
-    """A schema's load, compiled for input that is plainly valid. marshmallow's field-by-field
-    machinery took 0.64 ms for a report of 8 GPUs here, most of what a heartbeat batch costs.
-    Whatever the compiled checks cannot vouch for (an error above all, or a field type they do
-    not know) goes to schema.load itself, so every message, default and edge case stays
-    marshmallow's. tests/test_schemas.py checks the two agree on valid, mutated and random input."""
-
-    def __init__(self, schema):
-        self.schema = schema
-        self.fast = _compile_schema(schema)
-
-    def __call__(self, raw):
-        try:
-            return self.fast(raw)
-        except _Defer:
-            return self.schema.load(raw)
-
-
-class _Defer(Exception):  # noqa: N818 (not an error: marshmallow decides)
-    """The compiled checks cannot vouch for this input."""
-
-
-def _defer(value):
-    raise _Defer
-
-
-def _compile_schema(schema):
-    # marshmallow's registry of decorated hooks (4.x, pinned); a load adds empty entries to it.
-    hooks = {tag: entries for tag, entries in schema._hooks.items() if entries}
-    supported = {"validates_schema", "post_load"}
-    if schema.many or schema.unknown != EXCLUDE or set(hooks) - supported or any(
-            many or kwargs.get("pass_original") for tag in supported for _, many, kwargs in hooks.get(tag, ())):
-        return _defer
-    checks = [getattr(schema, name) for name, _, _ in hooks.get("validates_schema", ())]
-    after = [getattr(schema, name) for name, _, _ in hooks.get("post_load", ())]
-    plan = [(field.data_key or name, field.attribute or name, field, _compile_field(field))
-            for name, field in schema.load_fields.items()]
-    hook_kwargs = {"partial": None, "many": False, "unknown": schema.unknown}
-
-    def load(raw):
-        if type(raw) is not dict:
-            raise _Defer
-        out = {}
-        for key, attr, field, check in plan:
-            value = raw.get(key, missing)
-            if value is missing:
-                if field.required:
-                    raise _Defer
-                default = field.load_default
-                if default is not missing:
-                    out[attr] = default() if callable(default) else default
-            elif value is None:
-                if not field.allow_none:
-                    raise _Defer
-                out[attr] = None
-            else:
-                out[attr] = check(value)
-        try:
-            for check in checks:
-                check(out, **hook_kwargs)
-        except ValidationError as err:
-            raise _Defer from err
-        for hook in after:
-            out = hook(out, **hook_kwargs)
-        return out
-
-    return load
-
-
-def _compile_field(field):
-    """A check for a present, non-null value: returns what marshmallow would load, or raises _Defer."""
-    kind = type(field)
-    bounds = _bounds(field)
-    if bounds is None:  # a validator other than one inclusive range or length: the field's own deserialize
-        kind, bounds = None, (None, None)
-    lo, hi = bounds
-    if kind is StrictInt:
-        def check(value):
-            if type(value) is not int or (lo is not None and value < lo) or (hi is not None and value > hi):
-                raise _Defer
-            return value
-    elif kind is Number:
-        def check(value):
-            if type(value) is not float and type(value) is not int:
-                raise _Defer
-            try:
-                value = float(value)
-            except OverflowError as err:
-                raise _Defer from err
-            if value != value or (lo is not None and value < lo) or (hi is not None and value > hi):
-                raise _Defer
-            return value
-    elif kind is Text:
-        def check(value):
-            if type(value) is not str or "\x00" in value or (lo is not None and len(value) < lo) or (
-                    hi is not None and len(value) > hi):
-                raise _Defer
-            return value
-    elif kind is ClientId and not field.validators:
-        def check(value):
-            if type(value) is not str or not HEX32.match(value):
-                raise _Defer
-            return bytes.fromhex(value)
-    elif kind is Object and not field.validators:
-        check = _compile_schema(field.schema)
-    elif kind is fields.List and not field.validators:
-        inner = _compile_field(field.inner)
-
-        def check(value):
-            if type(value) is not list:  # a null item fails its check: every check refuses None
-                raise _Defer
-            return [inner(item) for item in value]
-    else:
-        def check(value):
-            try:
-                return field.deserialize(value)
-            except ValidationError as err:
-                raise _Defer from err
-    return check
-
-
-def _bounds(field):
-    """(min, max) of a field's one inclusive Range or Length validator; (None, None) without
-    validators; None for anything else."""
-    if not field.validators:
-        return None, None
-    if len(field.validators) == 1:
-        rule = field.validators[0]
-        if isinstance(rule, validate.Range) and rule.min_inclusive and rule.max_inclusive:
-            return rule.min, rule.max
-        if isinstance(rule, validate.Length) and rule.equal is None:
-            return rule.min, rule.max
-    return None
 
 
 # ---- responses -----------------------------------------------------------------------------
@@ -610,7 +470,7 @@ class MonitorRow(Schema):
     client_name = fields.String()
     created_at = Time()
     updated_at = Time()
-    date = Day(allow_none=True)
+    date = fields.Date(allow_none=True)
     avg_cpu_usage = fields.Float(allow_none=True)
     avg_memory_usage = fields.Float(allow_none=True)
     avg_disk_usage = fields.Float(allow_none=True)
@@ -665,97 +525,3 @@ class BatchResult(Schema):
     duplicates = fields.Integer()
     rejected = fields.Integer()
     results = fields.List(fields.Nested(BatchItem))
-
-
-# ---- fast dumping --------------------------------------------------------------------------
-
-class Shape:
-    """A schema's dump compiled for rows that already hold its fields: the same keys and formats
-    (ids in hex, times in the one format, nested lists) without marshmallow's per-field calls,
-    which cost more than the query on small reads. tests/test_schemas.py checks it agrees with
-    schema.dump() on real rows."""
-
-    def __init__(self, schema):
-        self.many = schema.many
-        self.fields = [(field.data_key or name, name, _converter(field), _native_types(field))
-                       for name, field in schema.fields.items()]
-        self._plans = {}
-
-    def one(self, row):
-        return {key: (row[name] if conv is None else conv(row[name])) for key, name, conv, _ in self.fields}
-
-    def dump(self, obj):
-        return [self.one(row) for row in obj] if self.many else self.one(obj)
-
-    def rows(self, cursor):
-        """Every row of an executed cursor (db.Cursor.for_output), dumped from psycopg2's tuples."""
-        return list(map(self.plan(cursor.description), cursor.tuples()))
-
-    def plan(self, description):
-        """`one` for tuples with these columns. A list's rows were built twice (a dict per row, then
-        the output's) and every number went through a converter: for 30 catalogue rows that cost
-        more than the query. Here a row is one dict, and a converter runs only where the column's
-        type is not already the output's (an int column for an Integer field needs none)."""
-        signature = tuple((column.name, column.type_code) for column in description)
-        plan = self._plans.get(signature)
-        if plan is None:
-            plan = self._plans[signature] = self._compile(signature)
-        return plan
-
-    def _compile(self, signature):
-        position = {name: (i, type_code) for i, (name, type_code) in enumerate(signature)}
-        keys = tuple(key for key, _, _, _ in self.fields)
-        indexes = [position[name][0] for _, name, _, _ in self.fields]
-        converters = tuple((key, conv) for key, name, conv, native in self.fields
-                           if conv is not None and position[name][1] not in native)
-        # Every query selects its fields first and in order, so zip() takes the row as it is;
-        # any other order is picked column by column.
-        in_order = indexes == list(range(len(indexes)))
-
-        def one(row):
-            out = dict(zip(keys, row if in_order else [row[i] for i in indexes], strict=False))
-            for key, conv in converters:
-                out[key] = conv(out[key])
-            return out
-
-        return one
-
-
-def _keep_none(conv):
-    return lambda value: None if value is None else conv(value)
-
-
-def _converter(field):
-    if hasattr(field, "to_json"):  # our own output formats: ids, times, days
-        return field.to_json
-    if isinstance(field, fields.Nested):
-        inner = Shape(field.schema)
-        return _keep_none(inner.dump)
-    if isinstance(field, fields.List) and isinstance(field.inner, fields.Nested):
-        inner = Shape(field.inner.schema)
-        return _keep_none(lambda values: [inner.one(v) for v in values])
-    if isinstance(field, fields.Integer):  # SQL may hand back Decimal for sums
-        return lambda value: value if value is None or type(value) is int else int(value)
-    if isinstance(field, fields.Float):
-        return lambda value: value if value is None or type(value) is float else float(value)
-    return None
-
-
-# PostgreSQL type oids psycopg2 already hands back as the field's own Python type.
-_INT_TYPES = frozenset(INTEGER.values + LONGINTEGER.values)
-_FLOAT_TYPES = frozenset(FLOAT.values)
-# A time column arrives as text in the one format (db.Cursor.for_output); from any other cursor
-# it is a datetime, which envelope.dumps writes in that same format.
-_TIME_TYPES = frozenset(PYDATETIMETZ.values + PYDATETIME.values)
-
-
-def _native_types(field):
-    if isinstance(field, Time):
-        return _TIME_TYPES
-    if hasattr(field, "to_json"):
-        return frozenset()
-    if isinstance(field, fields.Integer):
-        return _INT_TYPES
-    if isinstance(field, fields.Float):
-        return _FLOAT_TYPES
-    return frozenset()

@@ -50,6 +50,15 @@ class Leader:
         self._stopping.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        if self.leading and self._conn is not None:
+            # Hand over at once: a closed session's locks are released only when its backend has
+            # finished exiting, which the next leader would otherwise race.
+            try:
+                with self._conn.cursor() as cur:
+                    cur.execute("select pg_advisory_unlock(%(key)s)", {"key": LOCK_KEY})
+                self._conn.commit()
+            except psycopg2.Error:
+                pass
         self._close()
 
     def step(self):

@@ -8,6 +8,7 @@ import sys
 import time
 import uuid
 import warnings
+from datetime import datetime, timezone
 from pathlib import Path
 
 import psycopg2
@@ -18,16 +19,8 @@ from gpufs import create_app
 from gpufs.migrate import migrate
 
 ROOT = Path(__file__).resolve().parent.parent
-SUITE_SECONDS = 600  # well over a run of the suite (about two minutes)
 
 
-def pytest_sessionstart(session):
-    """Start after UTC midnight rather than just before it. Tests fix "yesterday" when their module
-    is imported, and the database takes it from now(): a run across midnight disagrees with itself."""
-    left = 86400 - time.time() % 86400
-    if left < SUITE_SECONDS:
-        print(f"\nwaiting {left:.0f} s for UTC midnight, so the run stays within one day", file=sys.stderr)
-        time.sleep(left + 1)
 TABLES = ("gpu_assets", "system_info", "device_info", "heartbeat", "heartbeat_bucket", "client_daily_stats",
           "device_daily_stats", "client_uptime_days", "heartbeat_config_daily", "client_models", "tokens")
 
@@ -72,10 +65,26 @@ def app_config(urls):
             "BACKGROUND_TASKS": False}
 
 
+_now = datetime.now(timezone.utc)
+
+
+def now():
+    """The test's "now", fixed when it starts: the app fixture's reads are evaluated at this time and
+    tests count their days from it (reports.midnight), so no test depends on the time of day."""
+    return _now
+
+
+@pytest.fixture(autouse=True)
+def _fixed_now():
+    global _now
+    _now = datetime.now(timezone.utc)
+
+
 @pytest.fixture
 def app(db, app_config):
     app = create_app(app_config)
     app.config["TESTING"] = True
+    app.extensions["gpufs"].clock = now
     yield app
     app.extensions["gpufs"].close()
 

@@ -3,13 +3,13 @@ from datetime import datetime, timedelta, timezone
 
 from gpufs.cache import client_scope, user_scope
 
-from .conftest import assert_envelope
+from .conftest import assert_envelope, now
 
 
 def midnight(days=0):
-    """UTC midnight of today + `days`."""
-    now = datetime.now(timezone.utc)
-    return datetime(now.year, now.month, now.day, tzinfo=timezone.utc) + timedelta(days=days)
+    """UTC midnight of the test's today (conftest.now) + `days`."""
+    today = now()
+    return datetime(today.year, today.month, today.day, tzinfo=timezone.utc) + timedelta(days=days)
 
 
 def iso(value):

@@ -138,13 +138,32 @@ def test_heartbeats_need_a_key_of_the_clients_owner_or_an_admin(token_app, keys,
     call(client, keys["own"], *USER_CALLS[0])
     report = {"client_id": CID, "system": {"cpu_usage": 1, "memory_usage": 2, "disk_usage": 3,
                                            "network_rx": 0, "network_tx": 0}}
-    denied = assert_envelope(call(client, keys["other"], "POST", "/api/client/heartbeat", report), 403)
+    # Answered as a client that does not exist (issue 23, F9): 404, not 403.
+    denied = assert_envelope(call(client, keys["other"], "POST", "/api/client/heartbeat", report), 404)
     assert denied["message"].startswith("client_id:")
     batch = assert_envelope(call(client, keys["other"], "POST", "/api/client/heartbeats", {"reports": [report]}), 200)
-    assert batch["data"]["results"][0]["code"] == 403
+    assert batch["data"]["results"][0]["code"] == 404
     with db.cursor() as cur:
         cur.execute("select count(*) from heartbeat")
         assert cur.fetchone()[0] == 0
     assert call(client, keys["own"], "POST", "/api/client/heartbeat", report).status_code == 200
     report["timestamp"] = "2026-01-01T00:00:00Z"
     assert call(client, keys["admin"], "POST", "/api/client/heartbeat", report).status_code == 200
+
+
+def test_a_heartbeat_for_another_users_client_is_answered_as_for_no_client(token_app, keys, db):
+    # Neither existence nor validity of another user's client shows (issue 23, F9).
+    client = token_app.test_client()
+    call(client, keys["own"], *USER_CALLS[0])
+    report = {"client_id": CID, "system": {"cpu_usage": 1, "memory_usage": 2, "disk_usage": 3,
+                                           "network_rx": 0, "network_tx": 0}}
+    missing = {**report, "client_id": "f" * 32}
+    answers = [call(client, keys["other"], "POST", "/api/client/heartbeat", body) for body in (report, missing)]
+    call(client, keys["own"], "POST", "/api/user/edit_client_info",
+         {"user_id": "12", "client_id": CID, "valid_status": "invalid"})
+    answers.append(call(client, keys["other"], "POST", "/api/client/heartbeat", report))
+    bodies = [assert_envelope(resp, 404) for resp in answers]
+    assert len({body["message"] for body in bodies}) == 1
+    batch = assert_envelope(call(client, keys["other"], "POST", "/api/client/heartbeats",
+                                 {"reports": [report, missing]}), 200)["data"]["results"]
+    assert [(r["code"], r["message"]) for r in batch] == [(404, bodies[0]["message"])] * 2

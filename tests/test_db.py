@@ -1,12 +1,11 @@
-"""The pool's connections: autocommit reads, writes still one transaction, rows as plain dicts, and the
-prepared statements of DB_PREPARE."""
+"""The pool's connections: autocommit reads, writes still one transaction, rows as dicts by column name,
+and reads and writes that stay right whatever a session was left with."""
 from datetime import datetime, timedelta, timezone
 
 import psycopg2
 import pytest
 
 from gpufs import create_app
-from gpufs import db as db_module
 
 from .conftest import register
 from .reports import gpu, report, send
@@ -75,7 +74,7 @@ def test_rows_are_plain_dicts_by_column_name(app):
     with pool.connection() as conn, conn.cursor() as cur:
         cur.execute("select 1 as a, 'x' as b union all select 2, 'y' order by 1")
         first = cur.fetchone()
-        assert type(first) is dict and first == {"a": 1, "b": "x"}
+        assert isinstance(first, dict) and first == {"a": 1, "b": "x"}
         assert cur.fetchall() == [{"a": 2, "b": "y"}]
         assert cur.fetchone() is None
         cur.execute("select n from generate_series(1, 5) as n")
@@ -83,13 +82,8 @@ def test_rows_are_plain_dicts_by_column_name(app):
         assert list(cur) == [{"n": 3}, {"n": 4}, {"n": 5}]
 
 
-def test_positional_numbers_each_name_once_in_order():
-    assert db_module.positional("select %(b)s, %(a)s::int, %(b)s, '5%%'") == \
-        ("select $1, $2::int, $1, '5%'", ["b", "a"])
-
-
 def _polled_reads(cid):
-    """Every PREPARED read through its endpoint, with and without its filters."""
+    """Every polled read through its endpoint, with and without its filters."""
     return [("/api/models/get", {}), ("/api/models/get", {"is_active": "true", "min_gpu_memory_gb": 16}),
             ("/api/models/get", {"is_active": "false"}),
             ("/api/user/client_list", {"user_id": "12"}),
@@ -111,7 +105,7 @@ def _answers(client, reads):
     return out
 
 
-def test_polled_reads_answer_the_same_prepared_or_not(app_config, client, db):
+def test_polled_reads_answer_the_same_every_time(app_config, client, db):
     cid = register(client, name="GPU box")
     register(client, name="spare", status="maintenance")
     send(client, report(cid, None, cpu=45.5, devices=[gpu(i, name=f"GPU {i}", temp=90 - i) for i in range(2)]))
@@ -119,25 +113,14 @@ def test_polled_reads_answer_the_same_prepared_or_not(app_config, client, db):
         client.post("/api/models/insert", json={"name": f"m{gb}", "version": "1", "version_code": 1, "engine_type": 0,
                                                 "min_gpu_memory_gb": gb, "is_active": active})
     reads = _polled_reads(cid)
-    answers = {}
-    for prepare in (False, True):
-        app = create_app({**app_config, "REDIS_URL": "", "DB_PREPARE": prepare})
-        try:
-            # Seven rounds: from the sixth execution PostgreSQL may switch a statement to its generic plan.
-            rounds = [_answers(app.test_client(), reads) for _ in range(7)]
-            assert all(r == rounds[0] for r in rounds)
-            conn = _pooled(app)
-            with conn.cursor() as cur:
-                cur.execute("select name from pg_prepared_statements")
-                names = {row["name"] for row in cur.fetchall()}
-        finally:
-            app.extensions["gpufs"].close()
-        answers[prepare] = rounds[0]
-        polled = {f"gpufs_{name}" for name in db_module.PREPARED - {"report_clients", "ingest_reports_one"}}
-        assert {name.rsplit("_", 1)[0] for name in names} == (polled if prepare else set())
-    assert answers[True] == answers[False]
-    assert [status for status, _ in answers[True]] == [200] * 8 + [404] + [200] * 2
-    assert [len(data) for _, data in answers[True][:3]] == [3, 1, 1]  # the filters took effect
+    app = create_app({**app_config, "REDIS_URL": ""})
+    try:
+        rounds = [_answers(app.test_client(), reads) for _ in range(7)]
+    finally:
+        app.extensions["gpufs"].close()
+    assert all(r == rounds[0] for r in rounds)
+    assert [status for status, _ in rounds[0]] == [200] * 8 + [404] + [200] * 2
+    assert [len(data) for _, data in rounds[0][:3]] == [3, 1, 1]  # the filters took effect
 
 
 @pytest.fixture
@@ -147,7 +130,7 @@ def uncached(db, app_config):
     app.extensions["gpufs"].close()
 
 
-def test_a_session_that_lost_its_statements_prepares_them_again(uncached):
+def test_a_session_that_lost_its_prepared_statements_still_reads(uncached):
     client = uncached.test_client()
     client.post("/api/models/insert", json={"name": "m", "version": "1", "version_code": 1, "engine_type": 0})
     first = client.get("/api/models/get").get_json()["data"]
@@ -157,7 +140,7 @@ def test_a_session_that_lost_its_statements_prepares_them_again(uncached):
     assert again.status_code == 200 and again.get_json()["data"] == first and first
 
 
-def test_a_column_altered_under_a_prepared_read_is_read_with_its_new_type(uncached):
+def test_a_column_altered_under_a_read_is_read_with_its_new_type(uncached):
     client = uncached.test_client()
     conn = _pooled(uncached)
     with conn.cursor() as cur:
@@ -172,42 +155,27 @@ def test_a_column_altered_under_a_prepared_read_is_read_with_its_new_type(uncach
     assert resp.status_code == 200 and resp.get_json()["data"][0]["expected_size"] == 5
 
 
-def test_single_reports_answer_the_same_prepared_or_not(app_config, client, db):
-    """A single report's write is prepared; past PostgreSQL's switch to a generic plan its
-    outcomes (stored, counted, duplicate) and the rollups it writes match the plain statement's."""
+def test_single_reports_answer_stored_counted_or_duplicate(app_config, client, db):
+    """Single reports, past the count of executions after which PostgreSQL may switch a statement to a
+    generic plan: their outcomes (stored, counted, duplicate) and the rollups they write."""
     base = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
     # Minutes after `base`: 0 and 1 share a two-minute bucket, 4 is sent twice.
     minutes = [0, 1, 4, 4, 6, 8, 10, 12, 14, 16, 18]
-    outcomes, rollups = {}, {}
-    for prepare in (False, True):
-        cid = register(client, name=f"box {prepare}")
-        app = create_app({**app_config, "DB_PREPARE": prepare})
-        try:
-            posting = app.test_client()
-            answers = []
-            for m in minutes:
-                resp = posting.post("/api/client/heartbeat", json=report(
-                    cid, base + timedelta(minutes=m), cpu=10 + m, rx=1000 * m, devices=[gpu(usage=m)]))
-                answers.append((resp.status_code, resp.get_json()["data"]))
-            with _pooled(app).cursor() as cur:
-                cur.execute("select name from pg_prepared_statements")
-                names = {row["name"].rsplit("_", 1)[0] for row in cur.fetchall()}
-        finally:
-            app.extensions["gpufs"].close()
-        assert names == ({"gpufs_report_clients", "gpufs_ingest_reports_one"} if prepare else set())
-        outcomes[prepare] = answers
-        with db.cursor() as cur:
-            cur.execute("""select total_heartbeats, health_heartbeats, avg_cpu_usage, total_network_in_bytes
-                             from client_daily_stats where client_id = %s order by date""", (bytes.fromhex(cid),))
-            rollups[prepare] = cur.fetchall()
-    assert outcomes[True] == outcomes[False]
+    cid = register(client, name="box")
+    answers = []
+    for m in minutes:
+        resp = client.post("/api/client/heartbeat", json=report(
+            cid, base + timedelta(minutes=m), cpu=10 + m, rx=1000 * m, devices=[gpu(usage=m)]))
+        answers.append((resp.status_code, resp.get_json()["data"]))
     expected = [("stored", True), ("stored", False), ("stored", True), ("duplicate", False)] + [("stored", True)] * 7
-    assert [(code, data["status"], data["counted"]) for code, data in outcomes[True]] == \
+    assert [(code, data["status"], data["counted"]) for code, data in answers] == \
         [(200, *outcome) for outcome in expected]
-    assert rollups[True] == rollups[False] and rollups[True]
+    with db.cursor() as cur:
+        cur.execute("select total_heartbeats from client_daily_stats where client_id = %s", (bytes.fromhex(cid),))
+        assert cur.fetchall()
 
 
-def test_a_single_report_after_the_session_lost_its_statements_is_stored(app, client, db):
+def test_a_single_report_after_the_session_lost_its_prepared_statements_is_stored(app, client, db):
     cid = register(client)
     base = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
 

@@ -12,18 +12,19 @@ from .reports import gpu, iso, midnight, one, rows, send, send_batch
 INT64_MAX = 2**63 - 1
 
 
-YESTERDAY_10 = midnight(-1) + timedelta(hours=10)  # 10:00:00 starts a 120 s bucket
+def yesterday_10():
+    return midnight(-1) + timedelta(hours=10)  # 10:00:00 starts a 120 s bucket
 
 
-def report(client_id, ts=YESTERDAY_10, **kwargs):
-    return reports.report(client_id, ts, **kwargs)
+def report(client_id, ts="yesterday 10:00", **kwargs):
+    return reports.report(client_id, yesterday_10() if ts == "yesterday 10:00" else ts, **kwargs)
 
 
 def daily(db, cid, day=None):
     return one(db, """select total_heartbeats, health_heartbeats, avg_cpu_usage, avg_memory_usage, avg_disk_usage,
                              total_network_in_bytes, total_network_out_bytes, last_heartbeat, last_heartbeat_bucket
                         from client_daily_stats where client_id = %s and date = %s""",
-               bytes.fromhex(cid), (day or YESTERDAY_10).date())
+               bytes.fromhex(cid), (day or yesterday_10()).date())
 
 
 @pytest.fixture
@@ -44,19 +45,19 @@ def test_heartbeat_writes_raw_row_snapshot_and_rollups(client, db, cid):
 
     raw = one(db, "select cpu_usage, mem_usage, disk_usage, network_up, network_down, timestamp, "
                   "now() - created_at < interval '1 minute' from heartbeat")
-    assert raw == (46, 60, 31, 2222, 1111, YESTERDAY_10, True)  # halves round up; up = sent, down = received
+    assert raw == (46, 60, 31, 2222, 1111, yesterday_10(), True)  # halves round up; up = sent, down = received
     snap = one(db, "select cpu_usage, mem_usage, disk_usage, device_memsize, device_count, total_tflops, reported_at, "
                    "now() - last_seen_at < interval '1 minute' from system_info")
-    assert snap == (46, 60, 31, 49152, 2, 165, YESTERDAY_10, True)
+    assert snap == (46, 60, 31, 49152, 2, 165, yesterday_10(), True)
     assert rows(db, "select device_index, device_name, device_temp, device_gpuusage, device_memusage, "
                     "device_powerusage from device_info order by device_index") == [
         (0, "NVIDIA GeForce RTX 4090", 73, 85, 75, 350), (1, "NVIDIA L40S", 41, 12, 3, 80)]
-    bucket = int(YESTERDAY_10.timestamp()) // 120
-    assert daily(db, cid) == (1, 1, 45.5, 60.4, 30.5, 1111, 2222, YESTERDAY_10, bucket)
+    bucket = int(yesterday_10().timestamp()) // 120
+    assert daily(db, cid) == (1, 1, 45.5, 60.4, 30.5, 1111, 2222, yesterday_10(), bucket)
     assert rows(db, "select device_index, device_name, total_heartbeats, avg_utilization, avg_temperature, "
                     "avg_power_usage, avg_memory_usage from device_daily_stats order by device_index") == [
         (0, "NVIDIA GeForce RTX 4090", 1, 85.0, 72.5, 350.0, 75.0), (1, "NVIDIA L40S", 1, 12.4, 41.0, 80.0, 3.0)]
-    assert rows(db, "select bucket_start from heartbeat_bucket") == [(YESTERDAY_10,)]
+    assert rows(db, "select bucket_start from heartbeat_bucket") == [(yesterday_10(),)]
 
     detail = assert_envelope(client.get("/api/user/client_device_detail",
                                         query_string={"user_id": "12", "client_id": cid}), 200)["data"]
@@ -80,36 +81,36 @@ def test_report_without_gpus_is_a_cpu_only_machine(client, db, cid, devices):
 
 def test_gpu_missing_from_newer_report_disappears_from_snapshot(client, db, cid):
     send(client, report(cid, devices=[gpu(0), gpu(1), gpu(2)]))
-    send(client, report(cid, ts=YESTERDAY_10 + timedelta(minutes=10), devices=[gpu(0, temp=80), gpu(2, temp=60)]))
+    send(client, report(cid, ts=yesterday_10() + timedelta(minutes=10), devices=[gpu(0, temp=80), gpu(2, temp=60)]))
     assert rows(db, "select device_index, device_temp from device_info order by 1") == [(0, 80), (2, 60)]
     assert one(db, "select device_count from system_info") == (2,)
 
 
 def test_report_older_than_snapshot_does_not_replace_it(client, db, cid):
-    send(client, report(cid, ts=YESTERDAY_10, cpu=70, devices=[gpu(0, temp=70)]))
+    send(client, report(cid, ts=yesterday_10(), cpu=70, devices=[gpu(0, temp=70)]))
     rows(db, "update system_info set last_seen_at = now() - interval '1 hour'")
-    late = report(cid, ts=YESTERDAY_10 - timedelta(hours=1), cpu=10, devices=[gpu(0, temp=30), gpu(1)])
+    late = report(cid, ts=yesterday_10() - timedelta(hours=1), cpu=10, devices=[gpu(0, temp=30), gpu(1)])
     assert send(client, late)["data"] == {"status": "stored", "counted": True}
 
     assert one(db, "select cpu_usage, reported_at, now() - last_seen_at < interval '1 minute' from system_info") == (
-        70, YESTERDAY_10, True)  # the late report still proves the client alive
+        70, yesterday_10(), True)  # the late report still proves the client alive
     assert rows(db, "select device_index, device_temp from device_info") == [(0, 70)]
     assert one(db, "select count(*) from heartbeat") == (2,)
 
 
 def test_every_stored_report_proves_the_client_alive_and_a_duplicate_does_not(client, db, cid):
     seen = "select now() - last_seen_at < interval '1 minute' from system_info"
-    send(client, report(cid, ts=YESTERDAY_10))
+    send(client, report(cid, ts=yesterday_10()))
     rows(db, "update system_info set last_seen_at = now() - interval '1 hour'")
-    assert send(client, report(cid, ts=YESTERDAY_10))["data"]["status"] == "duplicate"
+    assert send(client, report(cid, ts=yesterday_10()))["data"]["status"] == "duplicate"
     assert one(db, seen) == (False,)  # nothing stored, nothing proven
-    send(client, report(cid, ts=YESTERDAY_10 + timedelta(minutes=2)))  # newer: replaces the snapshot
+    send(client, report(cid, ts=yesterday_10() + timedelta(minutes=2)))  # newer: replaces the snapshot
     assert one(db, seen) == (True,)
     rows(db, "update system_info set last_seen_at = now() - interval '1 hour'")
-    send_batch(client, [report(cid, ts=YESTERDAY_10 + timedelta(minutes=4)),  # one newer, one late
-                        report(cid, ts=YESTERDAY_10 - timedelta(minutes=4))])
+    send_batch(client, [report(cid, ts=yesterday_10() + timedelta(minutes=4)),  # one newer, one late
+                        report(cid, ts=yesterday_10() - timedelta(minutes=4))])
     assert one(db, seen) == (True,)
-    assert one(db, "select reported_at from system_info") == (YESTERDAY_10 + timedelta(minutes=4),)
+    assert one(db, "select reported_at from system_info") == (yesterday_10() + timedelta(minutes=4),)
 
 
 # ---- counting: duplicates and buckets -------------------------------------------------------
@@ -125,21 +126,21 @@ def test_duplicate_report_is_stored_once_and_adds_nothing(client, db, cid):
 
 
 def test_reports_in_one_bucket_are_counted_once_but_all_add_traffic(client, db, cid):
-    first = send(client, report(cid, ts=YESTERDAY_10 + timedelta(seconds=5), cpu=40, rx=100, tx=10))
-    second = send(client, report(cid, ts=YESTERDAY_10 + timedelta(seconds=119), cpu=80, rx=300, tx=30))
+    first = send(client, report(cid, ts=yesterday_10() + timedelta(seconds=5), cpu=40, rx=100, tx=10))
+    second = send(client, report(cid, ts=yesterday_10() + timedelta(seconds=119), cpu=80, rx=300, tx=30))
     assert first["data"] == {"status": "stored", "counted": True}
     assert second["data"] == {"status": "stored", "counted": False}
     total, health, cpu, _mem, _disk, rx, tx, last, _bucket = daily(db, cid)
     assert (total, health, cpu, rx, tx) == (1, 1, 40.0, 400, 40)
-    assert last == YESTERDAY_10 + timedelta(seconds=119)
+    assert last == yesterday_10() + timedelta(seconds=119)
     assert one(db, "select count(*) from heartbeat") == (2,)
     assert one(db, "select total_heartbeats from device_daily_stats") == (1,)
 
 
 def test_backfilled_report_counts_once_whatever_the_arrival_order(client, db, cid):
-    send(client, report(cid, ts=YESTERDAY_10 + timedelta(seconds=100)))
-    early_same_bucket = send(client, report(cid, ts=YESTERDAY_10 + timedelta(seconds=1)))
-    earlier_bucket = send(client, report(cid, ts=YESTERDAY_10 - timedelta(seconds=60)))
+    send(client, report(cid, ts=yesterday_10() + timedelta(seconds=100)))
+    early_same_bucket = send(client, report(cid, ts=yesterday_10() + timedelta(seconds=1)))
+    earlier_bucket = send(client, report(cid, ts=yesterday_10() - timedelta(seconds=60)))
     assert early_same_bucket["data"] == {"status": "stored", "counted": False}
     assert earlier_bucket["data"] == {"status": "stored", "counted": True}
     assert daily(db, cid)[0] == 2
@@ -147,7 +148,7 @@ def test_backfilled_report_counts_once_whatever_the_arrival_order(client, db, ci
 
 def test_running_averages_cover_counted_reports_only(client, db, cid):
     for minutes, cpu, temp in ((0, 10, 50), (2, 20, 60), (3, 99, 99), (4, 60, 70)):  # minute 3 shares a bucket
-        send(client, report(cid, ts=YESTERDAY_10 + timedelta(minutes=minutes), cpu=cpu, mem=cpu / 2, disk=50,
+        send(client, report(cid, ts=yesterday_10() + timedelta(minutes=minutes), cpu=cpu, mem=cpu / 2, disk=50,
                             devices=[gpu(0, temp=temp, usage=cpu)]))
     total, _health, cpu, mem, disk, *_ = daily(db, cid)
     assert (total, cpu, mem, disk) == (3, 30.0, 15.0, 50.0)
@@ -157,9 +158,9 @@ def test_running_averages_cover_counted_reports_only(client, db, cid):
 
 def test_bucket_width_of_a_day_comes_from_heartbeat_config_daily(client, db, cid):
     rows(db, "insert into heartbeat_config_daily (date, heartbeat_interval_secs) values (%s, 600)",
-         YESTERDAY_10.date())
-    two_days_ago = YESTERDAY_10 - timedelta(days=1)
-    results = send_batch(client, [report(cid, ts=YESTERDAY_10), report(cid, ts=YESTERDAY_10 + timedelta(minutes=5)),
+         yesterday_10().date())
+    two_days_ago = yesterday_10() - timedelta(days=1)
+    results = send_batch(client, [report(cid, ts=yesterday_10()), report(cid, ts=yesterday_10() + timedelta(minutes=5)),
                                   report(cid, ts=two_days_ago), report(cid, ts=two_days_ago + timedelta(minutes=5))])
     assert [r["message"] for r in results["data"]["results"]] == [
         "stored and counted", "stored; not counted: its bucket already has a report",
@@ -192,7 +193,7 @@ def test_omitted_or_null_timestamp_is_the_server_time(client, db, cid):
 
 def test_network_totals_saturate_instead_of_failing(client, db, cid):
     send(client, report(cid, rx=INT64_MAX, tx=INT64_MAX))
-    send(client, report(cid, ts=YESTERDAY_10 + timedelta(minutes=2), rx=INT64_MAX, tx=1))
+    send(client, report(cid, ts=yesterday_10() + timedelta(minutes=2), rx=INT64_MAX, tx=1))
     assert daily(db, cid)[5:7] == (INT64_MAX, INT64_MAX)
 
 
@@ -261,17 +262,17 @@ def test_batch_with_mixed_good_and_bad_reports_answers_each_in_order(client, db,
     invalid = register(client, name="retired")
     assert_envelope(client.post("/api/user/edit_client_info",
                                 json={"user_id": "12", "client_id": invalid, "valid_status": "invalid"}), 200)
-    send(client, report(cid, ts=YESTERDAY_10 - timedelta(hours=1)))  # stored earlier: #5 repeats it
+    send(client, report(cid, ts=yesterday_10() - timedelta(hours=1)))  # stored earlier: #5 repeats it
     batch = [
         report(cid, rx=10),                                         # 0 stored, counted
         report(cid, cpu=101),                                       # 1 invalid
         report(new_client_id()),                                    # 2 unregistered
         report(invalid),                                            # 3 invalid client
-        report(cid, ts=YESTERDAY_10 + timedelta(seconds=30), rx=20),  # 4 same bucket as #0
-        report(cid, ts=YESTERDAY_10 - timedelta(hours=1)),          # 5 already stored
+        report(cid, ts=yesterday_10() + timedelta(seconds=30), rx=20),  # 4 same bucket as #0
+        report(cid, ts=yesterday_10() - timedelta(hours=1)),          # 5 already stored
         report(cid, rx=99),                                         # 6 repeats #0 within the batch
         "not a report",                                             # 7
-        report(cid, ts=YESTERDAY_10 + timedelta(minutes=2), rx=30),  # 8 next bucket
+        report(cid, ts=yesterday_10() + timedelta(minutes=2), rx=30),  # 8 next bucket
     ]
     data = send_batch(client, batch)["data"]
     assert (data["stored"], data["duplicates"], data["rejected"]) == (3, 2, 4)
@@ -310,7 +311,7 @@ def test_batch_size_and_shape_are_checked(client, db, body, message):
 def test_batch_of_500_reports_with_8_gpus_is_written_whole(client, db, cid):
     other = register(client, name="second")
     gpus = [gpu(i, usage=i * 10) for i in range(8)]
-    batch = [report(c, ts=YESTERDAY_10 + timedelta(minutes=2 * i), devices=gpus)
+    batch = [report(c, ts=yesterday_10() + timedelta(minutes=2 * i), devices=gpus)
              for i in range(250) for c in (cid, other)]
     data = send_batch(client, batch)["data"]
     assert (data["stored"], data["duplicates"], data["rejected"]) == (500, 0, 0)
@@ -318,13 +319,13 @@ def test_batch_of_500_reports_with_8_gpus_is_written_whole(client, db, cid):
     assert rows(db, "select total_heartbeats, count(*) from device_daily_stats group by 1") == [(250, 16)]
     assert one(db, "select sum(total_heartbeats) from client_daily_stats")[0] == 500
     assert one(db, "select count(*) from device_info") == (16,)
-    assert one(db, "select min(reported_at) from system_info") == (YESTERDAY_10 + timedelta(minutes=498),)
+    assert one(db, "select min(reported_at) from system_info") == (yesterday_10() + timedelta(minutes=498),)
 
 
 def test_concurrent_batches_count_each_bucket_exactly_once(app, db, cid):
     a, b = cid, register(app.test_client(), name="second")
     # Overlapping reports, clients in opposite orders: without per-client locking this double-counts or deadlocks.
-    times = [YESTERDAY_10 + timedelta(seconds=30 * i) for i in range(160)]  # 4 per bucket, 40 buckets
+    times = [yesterday_10() + timedelta(seconds=30 * i) for i in range(160)]  # 4 per bucket, 40 buckets
     jobs = [[report(c, ts=t, rx=1) for t in times[k::2] for c in ((a, b) if k % 2 else (b, a))] for k in range(4)]
     errors = []
 

@@ -1,4 +1,5 @@
 """Migrations: idempotent, safe when several workers start at once, and adopting an upstream database."""
+import re
 import threading
 import uuid
 
@@ -8,7 +9,7 @@ from psycopg2 import sql
 
 from gpufs import create_app
 from gpufs.devenv import ensure_database
-from gpufs.migrate import MIGRATIONS, migrate
+from gpufs.migrate import FUNCTIONS, MIGRATIONS, migrate
 
 from .conftest import assert_envelope
 
@@ -78,3 +79,38 @@ def test_flask_cli_migrate(fresh_db):
     assert result.exit_code == 0 and "0001_upstream" in result.output
     result = app.test_cli_runner().invoke(args=["gpufs", "migrate"])
     assert "nothing" in result.output
+
+
+def test_a_database_made_by_the_numbered_migrations_alone_migrates_to_the_functions_file(fresh_db):
+    """A database as the releases before the functions file left it (every numbered migration
+    applied, the functions as the last of them defined them) takes the file cleanly: the
+    functions are exactly the file's, the dead ones gone, and the views answer."""
+    conn = psycopg2.connect(fresh_db)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("create table gpufs_migrations (name text primary key, applied_at timestamptz not null"
+                    " default now())")
+        for path in sorted(MIGRATIONS.glob("*.sql")):
+            cur.execute(path.read_text())
+            cur.execute("insert into gpufs_migrations (name) values (%s)", (path.stem,))
+        cur.execute("select count(*) from pg_proc where proname in ('gpufs_interval', 'gpufs_expected')")
+        assert cur.fetchone()[0] == 2  # what the old migrations left
+    assert migrate(fresh_db) == []  # no numbered migration is pending; the functions file still runs
+    assert migrate(fresh_db) == []  # and runs again, changing nothing
+    declared = set(re.findall(r"create or replace function (\w+)", FUNCTIONS.read_text()))
+    with conn.cursor() as cur:
+        cur.execute("select proname from pg_proc where proname like 'gpufs\\_%%'")
+        found = {row[0] for row in cur.fetchall()}
+        assert declared <= found and not found & {"gpufs_interval", "gpufs_expected", "gpufs_uptime_yesterday"}
+        cur.execute("insert into gpu_assets (user_id, client_id, client_name, client_status, created_at)"
+                    " values ('12', %(cid)s, 'box', 'active', now() at time zone 'UTC' - interval '3 days')",
+                    {"cid": bytes.fromhex("cd" * 16)})
+        cur.execute("select gpufs_health(%(cid)s, now() - interval '3 days', now(), 120)",
+                    {"cid": bytes.fromhex("cd" * 16)})
+        assert cur.fetchone()[0] == 0  # no report: health 0, computed by the file's functions
+    conn.close()
+    app = create_app({"DATABASE_URL": fresh_db, "REDIS_URL": "", "MIGRATE_ON_START": False})
+    client = app.test_client()
+    assert assert_envelope(client.get("/api/user/client_list?user_id=12"), 200)["data"]["devices"][0]["health"] == 0
+    assert assert_envelope(client.get("/api/user/client_stat?user_id=12"), 200)["data"]["systems_total_number"] == 1
+    app.extensions["gpufs"].close()

@@ -12,9 +12,7 @@ from gpufs.blueprints import monitor
 from gpufs.db import queries
 
 from .conftest import assert_envelope, register
-from .reports import forget_cache, gpu, iso, midnight, report, rows, send, send_all, send_batch
-
-YESTERDAY = midnight(-1)
+from .reports import forget_cache, gpu, iso, midnight, now, report, rows, send, send_all, send_batch
 
 
 def get(client, endpoint, expect=200, **params):
@@ -24,13 +22,13 @@ def get(client, endpoint, expect=200, **params):
 
 def backdate(db, cid, delta):
     """Registration `delta` before now (created_at is naive UTC)."""
-    rows(db, "update gpu_assets set created_at = now() at time zone 'UTC' - %s where client_id = %s",
-         delta, bytes.fromhex(cid))
+    rows(db, "update gpu_assets set created_at = (%s - %s) at time zone 'UTC' where client_id = %s",
+         now(), delta, bytes.fromhex(cid))
 
 
 def last_seen(db, app, cid, ago):
     """Pretend the server last received a report from `cid` `ago` before now."""
-    rows(db, "update system_info set last_seen_at = now() - %s where client_id = %s", ago, bytes.fromhex(cid))
+    rows(db, "update system_info set last_seen_at = %s - %s where client_id = %s", now(), ago, bytes.fromhex(cid))
     forget_cache(app)
 
 
@@ -46,10 +44,10 @@ def by_name(data):
 
 def test_list_and_detail_show_the_latest_report(client, db):
     cid = register(client)
-    send(client, report(cid, YESTERDAY + timedelta(hours=1), cpu=10, devices=[gpu(0, name="old")]))
-    send(client, report(cid, YESTERDAY + timedelta(hours=3), cpu=44.5, mem=55, disk=66, total_tflops=82.5,
+    send(client, report(cid, midnight(-1) + timedelta(hours=1), cpu=10, devices=[gpu(0, name="old")]))
+    send(client, report(cid, midnight(-1) + timedelta(hours=3), cpu=44.5, mem=55, disk=66, total_tflops=82.5,
                         device_memsize=24576, devices=[gpu(1, name="B"), gpu(0, name="A", power_usage=350)]))
-    send(client, report(cid, YESTERDAY + timedelta(hours=2), cpu=99, devices=[gpu(0, name="late")]))
+    send(client, report(cid, midnight(-1) + timedelta(hours=2), cpu=99, devices=[gpu(0, name="late")]))
     item = get(client, "client_list")["data"]["devices"][0]
     assert (item["device_name"], item["tflops"], item["cpu_usage"], item["memory_usage"], item["storage_usage"]) == (
         "A", 83, 45, 55, 66)
@@ -135,15 +133,15 @@ def test_client_stat_leaves_out_invalid_clients(client, db):
 def test_uptime_rate_is_yesterdays_counted_share(client, db):
     cid = register(client)
     backdate(db, cid, timedelta(days=2))
-    send_batch(client, every_bucket(cid, YESTERDAY, 360, step=240))  # every other bucket: 360 of 720
+    send_batch(client, every_bucket(cid, midnight(-1), 360, step=240))  # every other bucket: 360 of 720
     assert get(client, "client_stat")["data"]["uptime_rate"] == 50
 
 
 def test_uptime_rate_counts_in_yesterdays_own_bucket_width(client, db):
     cid = register(client)
     backdate(db, cid, timedelta(days=2))
-    rows(db, "insert into heartbeat_config_daily (date, heartbeat_interval_secs) values (%s, 600)", YESTERDAY.date())
-    send_batch(client, every_bucket(cid, YESTERDAY, 36, step=1200))  # every other 600 s bucket: 36 of 144
+    rows(db, "insert into heartbeat_config_daily (date, heartbeat_interval_secs) values (%s, 600)", midnight(-1).date())
+    send_batch(client, every_bucket(cid, midnight(-1), 36, step=1200))  # every other 600 s bucket: 36 of 144
     assert get(client, "client_stat")["data"]["uptime_rate"] == 25
 
 
@@ -151,15 +149,15 @@ def test_uptime_rate_averages_clients_that_existed_yesterday(client, db):
     half, idle, new = (register(client, name=n) for n in ("half", "idle", "new"))
     backdate(db, half, timedelta(days=2))
     backdate(db, idle, timedelta(days=3))  # no heartbeat yesterday: counts 0
-    send_batch(client, every_bucket(half, YESTERDAY, 360, step=240) + [report(new, None)])  # `new` is not counted
+    send_batch(client, every_bucket(half, midnight(-1), 360, step=240) + [report(new, None)])  # `new` is not counted
     assert get(client, "client_stat")["data"]["uptime_rate"] == 25
 
 
 def test_uptime_rate_of_client_created_during_yesterday_expects_buckets_from_then(client, db):
     cid = register(client)
-    rows(db, "update gpu_assets set created_at = %s", (YESTERDAY + timedelta(hours=12)).replace(tzinfo=None))
+    rows(db, "update gpu_assets set created_at = %s", (midnight(-1) + timedelta(hours=12)).replace(tzinfo=None))
     # Reports every bucket of yesterday's second half: all 360 expected buckets; the morning ones predate it.
-    send_batch(client, every_bucket(cid, YESTERDAY + timedelta(hours=6), 540))
+    send_batch(client, every_bucket(cid, midnight(-1) + timedelta(hours=6), 540))
     assert get(client, "client_stat")["data"]["uptime_rate"] == 100
 
 
@@ -172,7 +170,7 @@ def test_uptime_rate_without_clients_is_zero(client, db):
 def test_health_counts_days_without_heartbeats_as_zero(client, db):
     cid = register(client)
     backdate(db, cid, timedelta(days=3))  # 3 days = 2160 expected buckets, whatever the time of day
-    send_all(client, every_bucket(cid, YESTERDAY, 720) + every_bucket(cid, midnight(-2), 360))
+    send_all(client, every_bucket(cid, midnight(-1), 720) + every_bucket(cid, midnight(-2), 360))
     assert get(client, "client_list")["data"]["devices"][0]["health"] == 50
     assert get(client, "client_device_detail", client_id=cid)["data"]["system_info"]["health"] == 50
 
@@ -180,7 +178,7 @@ def test_health_counts_days_without_heartbeats_as_zero(client, db):
 def test_health_prorates_today(client, db):
     cid = register(client)
     rows(db, "update gpu_assets set created_at = %s", midnight().replace(tzinfo=None))
-    elapsed = int((datetime.now(timezone.utc) - midnight()).total_seconds())
+    elapsed = int((now() - midnight()).total_seconds())
     send_all(client, every_bucket(cid, midnight(), elapsed // 120 + 1))  # every bucket so far
     assert get(client, "client_list")["data"]["devices"][0]["health"] == 100
 
@@ -188,10 +186,10 @@ def test_health_prorates_today(client, db):
 def test_health_looks_back_seven_days_including_today(client, db):
     cid = register(client)
     backdate(db, cid, timedelta(days=30))
-    send_all(client, every_bucket(cid, midnight(-7), 720) + every_bucket(cid, YESTERDAY, 720))  # day -7 is outside
+    send_all(client, every_bucket(cid, midnight(-7), 720) + every_bucket(cid, midnight(-1), 720))  # day -7 is outside
 
     def expected_health():
-        today = (datetime.now(timezone.utc) - midnight()).total_seconds() / 120
+        today = (now() - midnight()).total_seconds() / 120
         return int(100 * 720 / (6 * 720 + today) + 0.5)
 
     before = expected_health()
@@ -206,10 +204,10 @@ def test_health_expects_a_configured_days_own_bucket_count(client, db):
          midnight(-2).date(), midnight(-3).date())
     cid = register(client)
     backdate(db, cid, timedelta(days=30))
-    send_all(client, every_bucket(cid, midnight(-2), 144, step=600) + every_bucket(cid, YESTERDAY, 720))
+    send_all(client, every_bucket(cid, midnight(-2), 144, step=600) + every_bucket(cid, midnight(-1), 720))
 
     def expected_health():
-        today = (datetime.now(timezone.utc) - midnight()).total_seconds() / 120
+        today = (now() - midnight()).total_seconds() / 120
         return int(100 * (144 + 720) / (5 * 720 + 144 + today) + 0.5)
 
     before = expected_health()
@@ -229,11 +227,11 @@ def test_list_health_agrees_with_each_clients_own(client, db):
         if age:
             backdate(db, cids[name], age)
     rows(db, "update gpu_assets set created_at = %s where client_id = %s",
-         (YESTERDAY + timedelta(hours=12)).replace(tzinfo=None), bytes.fromhex(cids["since noon"]))
+         (midnight(-1) + timedelta(hours=12)).replace(tzinfo=None), bytes.fromhex(cids["since noon"]))
     send_all(client, every_bucket(cids["old"], midnight(-6), 500)
              + every_bucket(cids["old"], midnight(-2), 100, step=600)
-             + every_bucket(cids["three days"], YESTERDAY, 700)
-             + every_bucket(cids["since noon"], YESTERDAY, 720))
+             + every_bucket(cids["three days"], midnight(-1), 700)
+             + every_bucket(cids["since noon"], midnight(-1), 720))
     listed = {d["client_name"]: d["health"] for d in get(client, "client_list")["data"]["devices"]}
     own = {name: get(client, "client_device_detail", client_id=cid)["data"]["system_info"]["health"]
            for name, cid in cids.items()}
@@ -276,8 +274,8 @@ def test_uptime_days_are_kept_for_writers_without_rights_on_our_table(db):
 
 def test_reports_before_registration_do_not_raise_health(client, db):
     cid = register(client)
-    rows(db, "update gpu_assets set created_at = %s", (YESTERDAY + timedelta(hours=18)).replace(tzinfo=None))
-    send_all(client, every_bucket(cid, YESTERDAY, 540))  # 00:00-18:00, all before registration
+    rows(db, "update gpu_assets set created_at = %s", (midnight(-1) + timedelta(hours=18)).replace(tzinfo=None))
+    send_all(client, every_bucket(cid, midnight(-1), 540))  # 00:00-18:00, all before registration
     item = get(client, "client_list")["data"]["devices"][0]
     assert (item["health"], item["uptime_days"]) == (0, 1)
 
@@ -326,11 +324,11 @@ def test_client_monitor_has_a_row_per_client_and_day(client, db):
         report(cid, day2, cpu=10, rx=100, tx=1),
         report(cid, day2 + timedelta(seconds=60), cpu=90, rx=200, tx=2),  # same bucket: traffic only
         report(cid, day2 + timedelta(minutes=2), cpu=30, rx=300, tx=3),
-        report(cid, YESTERDAY + timedelta(hours=1), cpu=50, mem=40, disk=20, rx=7, tx=9),
+        report(cid, midnight(-1) + timedelta(hours=1), cpu=50, mem=40, disk=20, rx=7, tx=9),
     ])
     data = get(client, "client_monitor")["data"]
     assert [(r["client_name"], r["date"]) for r in data] == [
-        ("busy", YESTERDAY.date().isoformat()), ("busy", day2.date().isoformat()), ("idle", None)]
+        ("busy", midnight(-1).date().isoformat()), ("busy", day2.date().isoformat()), ("idle", None)]
     newest, older, empty = data
     assert (newest["total_heartbeats"], newest["avg_cpu_usage"], newest["avg_memory_usage"],
             newest["avg_disk_usage"]) == (1, 50.0, 40.0, 20.0)
@@ -358,7 +356,7 @@ def test_client_monitor_date_range_narrows_the_days(client, db):
 
 def test_other_users_client_id_gives_empty_monitor_and_health(client, db):
     theirs = register(client, user_id="13")
-    send(client, report(theirs, YESTERDAY))
+    send(client, report(theirs, midnight(-1)))
     assert get(client, "client_monitor", client_id=theirs)["data"] == []
     assert get(client, "client_health", client_id=theirs)["data"] == []
     assert get(client, "client_health")["data"] == []
@@ -378,7 +376,7 @@ def test_client_health_range_includes_the_whole_end_day(client, db):
 
 def test_client_health_accepts_full_iso_times(client, db):
     cid = register(client)
-    base = YESTERDAY + timedelta(hours=10)
+    base = midnight(-1) + timedelta(hours=10)
     send_batch(client, [report(cid, base + timedelta(minutes=m)) for m in (0, 10, 20)])
     data = get(client, "client_health", start_date=iso(base + timedelta(minutes=5)),
                end_date=iso(base + timedelta(minutes=20)))["data"]
@@ -394,7 +392,7 @@ def test_client_health_rejects_bad_range_or_paging(client, db, params):
 
 def test_client_health_pages_newest_first_with_limit_and_before(client, db):
     cid = register(client, name="pager")
-    times = [YESTERDAY + timedelta(minutes=m) for m in range(5)]
+    times = [midnight(-1) + timedelta(minutes=m) for m in range(5)]
     send_batch(client, [report(cid, t, cpu=i, rx=100 + i, tx=200 + i) for i, t in enumerate(times)])
     page = get(client, "client_health", limit=2)["data"]
     assert [r["timestamp"] for r in page] == [iso(times[4]), iso(times[3])]
@@ -412,17 +410,18 @@ def test_client_health_pages_are_the_newest_rows_over_all_clients(client, db):
     cids = [register(client, name=f"pager {i}") for i in range(3)]
     for i, cid in enumerate(cids):
         steps = range(0, 60, 1) if i == 0 else range(i, 60, 7)
-        send_batch(client, [report(cid, YESTERDAY + timedelta(minutes=m)) for m in steps])
+        send_batch(client, [report(cid, midnight(-1) + timedelta(minutes=m)) for m in steps])
     full = json.loads(client.get("/api/user/client_health", query_string={"user_id": "12"}).get_data())["data"]
     assert len(full) == 60 + 9 + 9
     key = [(r["timestamp"], r["client_id"]) for r in full]
     assert key == sorted(key, key=lambda k: (k[0], [-ord(c) for c in k[1]]), reverse=True)
     for limit in (1, 5, 20, 100):
         assert get(client, "client_health", limit=limit)["data"] == full[:limit]
-    before = iso(YESTERDAY + timedelta(minutes=30))
+    before = iso(midnight(-1) + timedelta(minutes=30))
     older = [r for r in full if r["timestamp"] < before]
     assert get(client, "client_health", limit=10, before=before)["data"] == older[:10]
-    window = {"start_date": iso(YESTERDAY + timedelta(minutes=10)), "end_date": iso(YESTERDAY + timedelta(minutes=20))}
+    window = {"start_date": iso(midnight(-1) + timedelta(minutes=10)),
+              "end_date": iso(midnight(-1) + timedelta(minutes=20))}
     inside = [r for r in full if window["start_date"] <= r["timestamp"] <= window["end_date"]]
     assert get(client, "client_health", limit=4, **window)["data"] == inside[:4]
     assert get(client, "client_health", limit=3, client_id=cids[1])["data"] == \
@@ -431,7 +430,7 @@ def test_client_health_pages_are_the_newest_rows_over_all_clients(client, db):
 
 def test_client_health_leaves_out_invalid_clients_paged_or_streamed(client, db):
     kept, dropped = register(client, name="kept"), register(client, name="dropped")
-    send_batch(client, [report(cid, YESTERDAY + timedelta(minutes=m)) for cid in (kept, dropped) for m in range(3)])
+    send_batch(client, [report(cid, midnight(-1) + timedelta(minutes=m)) for cid in (kept, dropped) for m in range(3)])
     assert_envelope(client.post("/api/user/edit_client_info",
                                 json={"user_id": "12", "client_id": dropped, "valid_status": "invalid"}), 200)
     paged = get(client, "client_health", limit=10)["data"]
@@ -513,10 +512,11 @@ def test_list_stat_and_detail_never_scan_the_heartbeat_table(client, db):
     plans = {
         "client_list": (queries.client_list.sql, {"user_id": "12", "client_id": None, "status": None, "name": None,
                                                   "valid_status": None, "live": False, "window_seconds": 120,
-                                                  "interval": 120}),
+                                                  "interval": 120, "now": now()}),
         "client_stat": (queries.client_stat.sql, {"user_id": "12", "window_seconds": 120, "interval": 120,
-                                                  "temp_warning": 85}),
-        "client_detail": (queries.client_detail.sql, {"user_id": "12", "client_id": cid, "interval": 120}),
+                                                  "temp_warning": 85, "now": now()}),
+        "client_detail": (queries.client_detail.sql, {"user_id": "12", "client_id": cid, "interval": 120,
+                                                      "now": now()}),
     }
     with db.cursor() as cur:
         for name, (text, params) in plans.items():
@@ -528,7 +528,20 @@ def test_list_stat_and_detail_never_scan_the_heartbeat_table(client, db):
 def test_day_configured_with_a_zero_bucket_width_takes_the_default(client, db):
     cid = register(client)
     backdate(db, cid, timedelta(days=2))
-    rows(db, "insert into heartbeat_config_daily (date, heartbeat_interval_secs) values (%s, 0)", YESTERDAY.date())
-    send_batch(client, every_bucket(cid, YESTERDAY, 360, step=240))
+    rows(db, "insert into heartbeat_config_daily (date, heartbeat_interval_secs) values (%s, 0)", midnight(-1).date())
+    send_batch(client, every_bucket(cid, midnight(-1), 360, step=240))
     assert get(client, "client_stat")["data"]["uptime_rate"] == 50
     assert get(client, "client_list")["data"]["devices"][0]["health"] >= 0
+
+
+def test_reads_are_evaluated_at_the_apps_clock(app, client, db):
+    # "Now" is a parameter of the reads, not the database's now(): a test fixes it, whatever the time of day.
+    cid = register(client)
+    backdate(db, cid, timedelta(days=10))
+    send_all(client, every_bucket(cid, midnight(-4), 720))  # every bucket of one day, three days before yesterday
+    app.extensions["gpufs"].clock = lambda: midnight(-3) + timedelta(hours=12)
+    forget_cache(app)
+    assert get(client, "client_stat")["data"]["uptime_rate"] == 100
+    app.extensions["gpufs"].clock = lambda: midnight(-1) + timedelta(hours=12)
+    forget_cache(app)
+    assert get(client, "client_stat")["data"]["uptime_rate"] == 0

@@ -51,7 +51,7 @@ def test_every_api_route_of_the_app_is_documented_with_its_methods(app, document
         for method in rule.methods & METHODS:
             op = document["paths"][path].get(method.lower())
             assert op is not None, f"{method} {path}"
-            assert not op.get("x-undocumented"), f"{method} {path} has no entry in gpufs/openapi.py OPERATIONS"
+            assert not op.get("x-undocumented"), f"{method} {path} has no declaration (gpufs.blueprints.endpoint)"
     assert not [p for p in document["paths"] if not p.startswith("/api/")]  # nothing outside the prefix
 
 

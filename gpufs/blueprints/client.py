@@ -3,24 +3,21 @@ from flask import Blueprint
 
 from .. import ingest, schemas
 from ..db import get_db
-from ..envelope import respond
-from . import json_object
+from . import endpoint
 
 bp = Blueprint("gpufs_client", __name__)
 
-batch_in = schemas.ReportBatch()
-result_out = schemas.IngestResult()
-batch_out = schemas.BatchResult()
-
 
 @bp.post("/heartbeat")
-def heartbeat():
-    report = ingest.report_in(json_object())
-    return respond(result_out.dump(ingest.ingest_one(get_db(), report)))
+@endpoint("Report one heartbeat (retries of the same timestamp are stored once)", body=schemas.Report,
+          data=schemas.IngestResult)
+def heartbeat(report):
+    return ingest.ingest_one(get_db(), report)
 
 
 @bp.post("/heartbeats")
-def heartbeats():
-    batch = batch_in.load(json_object())
+@endpoint("Report up to 1000 heartbeats; a bad report never blocks the rest", body=schemas.ReportBatch,
+          data=schemas.BatchResult)
+def heartbeats(batch):
     reports, rejected = ingest.validate(batch["reports"])
-    return respond(batch_out.dump(ingest.summary(ingest.ingest(get_db(), reports, rejected))))
+    return ingest.summary(ingest.ingest(get_db(), reports, rejected))

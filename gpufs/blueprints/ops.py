@@ -7,9 +7,10 @@ import logging
 from flask import Blueprint, Response
 
 from .. import metrics
-from ..db import DOWN_ERRORS, state
+from ..db import DOWN_ERRORS
 from ..envelope import respond
 from ..errors import Unavailable
+from ..ext import state
 
 bp = Blueprint("gpufs_ops", __name__)
 log = logging.getLogger("gpufs.ops")

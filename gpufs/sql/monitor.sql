@@ -1,17 +1,17 @@
 -- Fleet monitoring: what client_stat, client_monitor and client_health run.
 
--- name: client-stat(user_id, window_seconds, interval, temp_warning)^
+-- name: client-stat(user_id, now, window_seconds, interval, temp_warning)^
 -- Counts over the user's valid clients; see contract 3.6 for what each one means.
 with clients as (
     select a.client_id, a.client_status, a.created_at at time zone 'UTC' as created_at,
            s.total_tflops,
-           s.last_seen_at > now() - make_interval(secs => :window_seconds) as seen
+           s.last_seen_at > :now::timestamptz - make_interval(secs => :window_seconds) as seen
       from gpu_assets a
       left join system_info s on s.client_id = a.client_id
      where a.user_id = :user_id
        and coalesce(a.valid_status, 'valid') = 'valid'
 ), yesterday as materialized (  -- its bucket width looked up once for all the clients
-    select day, width from gpufs_health_days(now(), :interval) where day = (now() at time zone 'UTC')::date - 1
+    select day, width from gpufs_health_days(:now, :interval) where day = (:now::timestamptz at time zone 'UTC')::date - 1
 )
 select count(*) as systems_total_number,
        count(*) filter (where client_status not in ('maintenance', 'error') and seen) as systems_online_number,
@@ -23,7 +23,7 @@ select count(*) as systems_total_number,
                        ) as systems_warnings_number,
        coalesce(sum(total_tflops), 0) as total_tflops,
        coalesce(round(100 * avg(gpufs_uptime_share(s.health_heartbeats,
-                                                   gpufs_expected_in(y.day, c.created_at, now(), y.width)))),
+                                                   gpufs_expected_in(y.day, c.created_at, :now, y.width)))),
                 0)::integer as uptime_rate
   from clients c
  cross join yesterday y
@@ -74,6 +74,10 @@ select h.client_id, a.client_name, h.timestamp,
    and (:client_id::bytea is null or a.client_id = :client_id)
  order by h.timestamp desc, h.client_id
  limit :limit;
+
+-- name: repeatable-read()!
+-- The streamed client_health reads every slice in one snapshot, as one statement would.
+set transaction isolation level repeatable read;
 
 -- name: client-health-span(user_id, client_id, time_from, time_to, before)^
 -- The newest and oldest timestamps client-health would return without `limit`, from each

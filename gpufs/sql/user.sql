@@ -25,7 +25,7 @@ update gpu_assets
    and client_id = :client_id
 returning client_id;
 
--- name: client-list(user_id, client_id, status, name, valid_status, live, window_seconds, interval)
+-- name: client-list(user_id, client_id, status, name, valid_status, live, now, window_seconds, interval)
 -- The user's clients with their latest snapshot, health and uptime days, oldest first.
 -- `live` makes client_status (and the status filter) the live status instead of the registered one.
 with clients as (
@@ -33,7 +33,7 @@ with clients as (
            a.os_type, a.created_at at time zone 'UTC' as created_at,
            s.total_tflops, s.cpu_usage, s.mem_usage, s.disk_usage, s.last_seen_at,
            case when a.client_status in ('maintenance', 'error') then a.client_status
-                when s.last_seen_at > now() - make_interval(secs => :window_seconds) then 'online'
+                when s.last_seen_at > :now::timestamptz - make_interval(secs => :window_seconds) then 'online'
                 else 'offline'
            end as live_status
       from gpu_assets a
@@ -43,7 +43,7 @@ with clients as (
        and coalesce(a.valid_status, 'valid') = coalesce(:valid_status, 'valid')
        and (:name::text is null or strpos(lower(a.client_name), lower(:name)) > 0)
 ), days as materialized (
-    select day, width from gpufs_health_days(now(), :interval)
+    select day, width from gpufs_health_days(:now, :interval)
 ), shown as (
     select c.*, case when :live then c.live_status else c.client_status end as shown_status
       from clients c
@@ -61,13 +61,12 @@ select c.client_id, c.client_name, c.shown_status as client_status, c.valid_stat
   from shown c
   -- gpufs_health, with the bucket width of each day looked up once for all the clients
   cross join lateral (select gpufs_health_percent(coalesce(sum(s.health_heartbeats), 0),
-                                                  sum(gpufs_expected_in(w.day, c.created_at, now(), w.width)))
+                                                  sum(gpufs_expected_in(w.day, c.created_at, :now, w.width)))
                                as health
                         from days w
                         left join client_daily_stats s
                                on s.client_id = c.client_id
-                              and s.date = w.day
-                              and s.date >= (now() at time zone 'UTC')::date - 6) h  -- the window only
+                              and s.date = w.day) h
   left join lateral (select device_name
                        from device_info d
                       where d.client_id = c.client_id
@@ -76,7 +75,7 @@ select c.client_id, c.client_name, c.shown_status as client_status, c.valid_stat
  where (:status::text is null or c.shown_status = :status)
  order by c.created_at, c.client_id;
 
--- name: client-detail(user_id, client_id, interval)
+-- name: client-detail(user_id, client_id, now, interval)
 -- One client's latest snapshot with health and uptime days, once per GPU of its latest report
 -- (by index; one row with no GPU when it reported none); no row when it is not the user's. One
 -- statement rather than the snapshot and then its GPUs: a round trip fewer, on every view of
@@ -93,12 +92,11 @@ select h.health,
   left join system_info s on s.client_id = a.client_id
  cross join lateral (select gpufs_health_percent(coalesce(sum(d.health_heartbeats), 0),
                                                  sum(gpufs_expected_in(w.day, a.created_at at time zone 'UTC',
-                                                                       now(), w.width))) as health
-                       from gpufs_health_days(now(), :interval) w
+                                                                       :now, w.width))) as health
+                       from gpufs_health_days(:now, :interval) w
                        left join client_daily_stats d
                               on d.client_id = a.client_id
-                             and d.date = w.day
-                             and d.date >= (now() at time zone 'UTC')::date - 6) h  -- the window only
+                             and d.date = w.day) h
   left join lateral (select i.device_index, coalesce(i.device_name, '') as name,
                             coalesce(i.device_temp, 0) as temp,
                             coalesce(i.device_gpuusage, 0) as usage,
