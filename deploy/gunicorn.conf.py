@@ -12,9 +12,7 @@ import tempfile
 bind = os.environ.get("GPUFS_BIND", "127.0.0.1:18081")
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
-# gthread, except that a worker whose threads are all busy leaves a new connection to one with
-# a thread free (gpufs/worker.py): stock gthread lets one worker take every keep-alive connection.
-worker_class = "gpufs.worker.Worker"
+worker_class = "gthread"
 # SIGTERM: stop accepting, let in-flight requests (a long client_health stream, a batch of
 # reports in its transaction) finish for up to this long, then exit.
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
@@ -23,9 +21,27 @@ keepalive = 5  # nginx keeps upstream connections open (upstream keepalive); reu
 accesslog = None  # gpufs logs one line per request itself, with the request id
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+if os.environ.get("LOG_FORMAT", "text") == "json":
+    # gunicorn's own lines (start-up, invalid requests, tracebacks) in the app's JSON format too.
+    # propagate False: the app adds its own handler to the root logger in each worker.
+    logconfig_dict = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "root": {"level": loglevel.upper(), "handlers": []},
+        "loggers": {name: {"level": loglevel.upper(), "handlers": ["json"], "propagate": False, "qualname": name}
+                    for name in ("gunicorn.error", "gunicorn.access")},
+        "handlers": {"json": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
+        "formatters": {"json": {"()": "gpufs.logs.JsonFormatter"}},
+    }
 # X-Forwarded-Proto from nginx on the same host decides https in generated URLs.
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 proc_name = "gpufs"
+# nginx answers malformed and oversized requests itself, as envelopes (deploy/nginx.conf): its
+# limits (4 KiB a line, 17 KiB of header lines) are inside these, so gunicorn's own plain answers
+# never reach a client through it.
+limit_request_line = 8190
+limit_request_field_size = 8190
+limit_request_fields = 8192
 # gunicorn's control socket (for `gunicornc`) defaults to one path per user, shared by every
 # gunicorn that user runs: off unless a path is given. systemd and signals manage this one.
 control_socket = os.environ.get("GUNICORN_CONTROL_SOCKET", "")
@@ -40,23 +56,29 @@ if _OWN_METRICS_DIR:
 log = logging.getLogger("gunicorn.error")
 
 
+_migrated = False  # set in the master; forked workers see its value
+
+
 def on_starting(server):
     # Samples left by a previous run would be added to this run's counters: start clean.
     for path in glob.glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "*.db")):
         os.remove(path)
-    _migrate(server)
+    _migrate()
 
 
 def on_reload(server):
-    _migrate(server)  # new code on SIGHUP may bring new migrations
+    _migrate()  # new code on SIGHUP may bring new migrations
 
 
 def post_worker_init(worker):
+    state = getattr(worker.wsgi, "extensions", {}).get("gpufs")
+    if state is None:
+        return
+    if not _migrated:  # the database was down when the master tried: each worker tries again
+        _migrate(state.config)
     # After the fork: every worker offers to lead the periodic tasks; one PostgreSQL advisory lock
     # lets exactly one of them (across hosts too) run them.
-    state = getattr(worker.wsgi, "extensions", {}).get("gpufs")
-    if state is not None:
-        state.start_tasks()
+    state.start_tasks()
 
 
 def child_exit(server, worker):
@@ -69,25 +91,24 @@ def on_exit(server):
         shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 
 
-def _migrate(server):
-    """Apply migrations once, in the master, rather than racing them in every worker.
-
-    On success the workers skip their own attempt; if PostgreSQL is down now, they try again
-    when they start (and /readyz reports the outage meanwhile).
-    """
+def _migrate(settings=None):
+    """Apply migrations at server start-up only (never when the app is merely imported, as every
+    `flask` command does): once in the master, under an advisory lock, rather than in every worker.
+    If PostgreSQL is down then, the server starts anyway (/readyz reports the outage) and each
+    worker tries again when it starts."""
+    global _migrated
     from gpufs import config
     from gpufs.migrate import migrate
 
-    settings = config.from_env()
-    if not settings["MIGRATE_ON_START"] and not os.environ.get("GPUFS_MASTER_MIGRATED"):
+    settings = settings or config.from_env()
+    if not settings["MIGRATE_ON_START"]:
+        _migrated = True
         return
     try:
         applied = migrate(settings["DATABASE_URL"], int(settings["DB_CONNECT_TIMEOUT"]))
     except Exception as err:  # the server starts anyway, see above
-        log.error("migrations not applied in the master, workers will retry: %s", str(err).strip())
-        os.environ.pop("GPUFS_MASTER_MIGRATED", None)
-        os.environ["MIGRATE_ON_START"] = "true"
+        log.error("migrations not applied, database unreachable: %s", str(err).strip())
+        _migrated = False
         return
     log.info("migrations: %s", ", ".join(applied) if applied else "schema is current")
-    os.environ["GPUFS_MASTER_MIGRATED"] = "1"
-    os.environ["MIGRATE_ON_START"] = "false"
+    _migrated = True

@@ -7,7 +7,7 @@ from flask import Flask, redirect, request
 from flask_cors import CORS
 
 from . import config as config_module
-from . import errors, logs
+from . import errors, logs, metrics
 from .auth import KeyCache, authenticate
 from .blueprints import ops
 from .cache import Cache
@@ -84,24 +84,11 @@ def init_app(app, url_prefix=None, config=None, dashboard_prefix=AUTO):
 
     origins = settings["CORS_ORIGINS"] or ("*" if settings["AUTH_MODE"] == "none" else "")
     if origins:
-        wildcard = origins == "*"
-        hooks = app.after_request_funcs.setdefault(None, [])
-        before = list(hooks)
-        # CORS headers only for requests that carry an Origin (browsers always send it across
-        # origins): for curl, agents and server-side pollers they were 45 µs of every request.
-        CORS(app, resources={prefix + "/*": {"origins": "*" if wildcard else origins.split(",")}},
-             send_wildcard=wildcard, supports_credentials=False, always_send=False)
-        # Without an Origin, flask_cors's hook adds nothing (always_send=False), but only after
-        # matching the path and reading the headers: about 6% of a cached read's time.
-        hooks[:] = [hook if hook in before else _when_origin(hook) for hook in hooks]
+        # always_send=False: CORS headers only for requests that carry an Origin (browsers always
+        # send it across origins), none for curl, agents and server-side pollers.
+        CORS(app, resources={prefix + "/*": {"origins": "*" if origins == "*" else origins.split(",")}},
+             send_wildcard=origins == "*", supports_credentials=False, always_send=False)
     return state
-
-
-def _when_origin(hook):
-    @functools.wraps(hook)
-    def when_origin(response):
-        return hook(response) if request.environ.get("HTTP_ORIGIN") else response
-    return when_origin
 
 
 def create_app(test_config=None):
@@ -111,21 +98,17 @@ def create_app(test_config=None):
     settings.update(test_config or {})
     app.config.update(settings)
     logs.configure(settings)
+    logs.install(app)  # first, so every request is timed and given its id before the token check runs
     state = init_app(app, config=settings)
     app.register_blueprint(ops.bp)  # /healthz, /readyz, /metrics: the standalone server's, not a host's
     # Relative, so it also lands right behind a proxy that serves the app under a sub-path.
     home = state.dashboard_prefix.lstrip("/") + "/"
     app.add_url_rule("/", "gpufs_home", lambda: redirect(home))
-    logs.install(app)
-
+    metrics.observe_pool(state.pool)  # each gunicorn worker publishes its pool size as it boots
+    state.pool.on_change = metrics.pool_changed
     _warn_if_exposed(settings)
-    if settings["MIGRATE_ON_START"]:
-        from .migrate import migrate
-        try:
-            migrate(settings["DATABASE_URL"], int(settings["DB_CONNECT_TIMEOUT"]))
-        except Exception as err:  # the server still starts: /readyz and 503s report the outage
-            log.error("migrations not applied, database unreachable: %s", str(err).strip())
-    del state
+    # No migration here: app.py builds the app for every `flask` command too. gunicorn's master
+    # migrates at start-up (deploy/gunicorn.conf.py); `flask --app app gpufs migrate` otherwise.
     return app
 
 

@@ -13,8 +13,7 @@ import time
 import uuid
 from datetime import datetime, timezone
 
-from flask import has_request_context, request
-from werkzeug.wsgi import ClosingIterator
+from flask import g, has_request_context, request
 
 from . import metrics
 from .envelope import isoz
@@ -22,7 +21,6 @@ from .envelope import isoz
 request_log = logging.getLogger("gpufs.request")
 SANE_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")  # visible ASCII: no space, no control character
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-REQUEST_ID = "gpufs.request_id"  # the WSGI environ key of the request's id
 
 
 def request_id_from(header):
@@ -48,7 +46,7 @@ def client_address(environ):
 
 
 def _current_request_id():
-    return request.environ.get(REQUEST_ID) if has_request_context() else None
+    return g.get("request_id") if has_request_context() else None
 
 
 class TextFormatter(logging.Formatter):
@@ -105,58 +103,53 @@ def configure(settings):
 
 
 def install(app):
-    """Request ids, the per-request log line and the request metrics, for the standalone app."""
-    pool = app.extensions["gpufs"].pool
-    metrics.observe_pool(pool)  # each gunicorn worker publishes its pool size as it boots
-    pool.on_change = metrics.pool_changed
-    app.wsgi_app = RequestLog(app.wsgi_app)
+    """Request ids, the per-request log line and the request metrics, through Flask's hooks.
+
+    Install it before anything else registers a before_request hook (create_app does), so the
+    request is timed and given its id before the token check can refuse it; Flask still runs
+    the after_request hooks for that 401, a 404 or an error page."""
+    app.before_request(_begin)
+    app.after_request(_answered)
+    app.teardown_request(_raised)
 
 
-class RequestLog:
-    """WSGI middleware around the Flask app: gives each request its id, and once its last byte is
-    sent (so a streamed answer is timed whole) counts it and writes its log line. Around the app
-    rather than in Flask's hooks it sees every answer, a 401 from the token check included, and it
-    reads the WSGI environ itself: the hooks' lookups through Flask's request and g proxies cost
-    about as much as the rest of /healthz."""
-
-    def __init__(self, wsgi_app):
-        self.wsgi_app = wsgi_app
-
-    def __call__(self, environ, start_response):
-        started = time.perf_counter()
-        rid = environ[REQUEST_ID] = request_id_from(environ.get("HTTP_X_REQUEST_ID"))
-        answer = []  # [status, endpoint] once the app starts its response
-
-        def start(status, headers, exc_info=None):
-            # Flask starts the response while its request context is still pushed.
-            rule = request.url_rule if has_request_context() else None
-            answer[:] = (int(status[:3]), rule.rule if rule else metrics.UNMATCHED)
-            headers.append(("X-Request-ID", rid))
-            return start_response(status, headers, exc_info)
-
-        try:
-            body = self.wsgi_app(environ, start)
-        except BaseException:
-            _done(environ, started, answer)
-            raise
-        return ClosingIterator(body, lambda: _done(environ, started, answer))
+def _begin():
+    g.request_id = request_id_from(request.headers.get("X-Request-ID"))
+    g.request_started = time.perf_counter()
 
 
-def _done(environ, started, answer):
-    seconds = time.perf_counter() - started
-    status, endpoint = answer or (500, metrics.UNMATCHED)  # the app raised before answering
-    method = environ.get("REQUEST_METHOD", "")
-    metrics.observe_request(endpoint, method, status, seconds)
-    if not request_log.isEnabledFor(logging.INFO):
-        return
-    query = environ.get("QUERY_STRING", "")
-    # What werkzeug makes of PATH_INFO (latin-1 text of the raw bytes) for request.path.
-    path = "/" + environ.get("PATH_INFO", "").encode("latin-1").decode(errors="replace").lstrip("/")
-    line = {"request_id": environ[REQUEST_ID], "method": method, "path": path + ("?" + query if query else ""),
-            "endpoint": endpoint, "client": client_address(environ), "status": status,
-            "duration_ms": round(seconds * 1000, 3)}
-    # The record made directly: Logger.info would walk the stack for a file and line no format
-    # prints, a fifth of the line's cost.
-    request_log.handle(request_log.makeRecord(
-        request_log.name, logging.INFO, "", 0, "%s %s %s %.1fms %s",
-        (method, printable(line["path"]), status, seconds * 1000, line["client"]), None, extra=line))
+def _answered(response):
+    line = _line(response.status_code)
+    response.headers["X-Request-ID"] = line["request_id"]
+    g.request_logged = True
+    if response.is_streamed and not response.direct_passthrough:
+        # A generated answer (client_health) is timed whole: logged once its last byte is sent.
+        response.call_on_close(lambda: _done(line))
+    else:
+        # A body in memory, or a file the server sends itself (which never closes the response).
+        _done(line)
+    return response
+
+
+def _raised(exc):
+    # An exception Flask hands to the WSGI server (PROPAGATE_EXCEPTIONS) skips after_request.
+    if exc is not None and not g.get("request_logged"):
+        _done(_line(500))
+
+
+def _line(status):
+    if "request_id" not in g:  # a host's earlier before_request refused the request before _begin ran
+        _begin()
+    rule = request.url_rule
+    query = request.environ.get("QUERY_STRING", "")
+    return {"request_id": g.request_id, "method": request.method, "path": request.path + ("?" + query if query else ""),
+            "endpoint": rule.rule if rule else metrics.UNMATCHED, "client": client_address(request.environ),
+            "status": status, "started": g.request_started}
+
+
+def _done(line):
+    seconds = time.perf_counter() - line.pop("started")
+    metrics.observe_request(line["endpoint"], line["method"], line["status"], seconds)
+    line["duration_ms"] = round(seconds * 1000, 3)
+    request_log.info("%s %s %s %.1fms %s", line["method"], printable(line["path"]), line["status"],
+                     seconds * 1000, line["client"], extra=line)

@@ -1,6 +1,8 @@
 """The Redis cache: hits skip the database, writes are seen at once, Redis failures only slow."""
 import shutil
+import signal
 import subprocess
+import threading
 import time
 
 import pytest
@@ -168,12 +170,12 @@ def _redis_binary():
 
 
 class RedisProcess:
-    def __init__(self, port):
-        self.port, self.proc = port, None
+    def __init__(self, port, *args):
+        self.port, self.args, self.proc = port, args, None
 
     def start(self):
         self.proc = subprocess.Popen([_redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
-                                      "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
+                                      "--save", "", "--appendonly", "no", *self.args], stdout=subprocess.DEVNULL)
         client = redis.Redis(port=self.port)
         for _ in range(100):
             try:
@@ -187,15 +189,27 @@ class RedisProcess:
         self.proc.kill()
         self.proc.wait()
 
+    def pause(self):
+        self.proc.send_signal(signal.SIGSTOP)  # unreachable, its data kept: what a network partition looks like
+
+    def resume(self):
+        self.proc.send_signal(signal.SIGCONT)
+
 
 @pytest.fixture
-def own_redis():
+def own_redis(tmp_path):
     if not _redis_binary():
         pytest.skip("no redis-server binary")
-    server = RedisProcess(free_port())
+    server = RedisProcess(free_port(), "--dir", str(tmp_path), "--dbfilename", "snapshot.rdb")
     server.start()
     yield server
+    server.resume()
     server.kill()
+
+
+def own_app(app_config, own_redis, **settings):
+    return create_app({**app_config, "REDIS_URL": f"redis://127.0.0.1:{own_redis.port}/0",
+                       "REDIS_RETRY_SECONDS": 0.2, **settings})
 
 
 def test_redis_killed_mid_test_every_endpoint_still_answers_then_hits_return(app_config, db, own_redis):
@@ -242,4 +256,112 @@ def test_redis_restarted_with_stale_values_does_not_serve_them_after_an_outage_w
     cache._down_until = 0
     assert get(c, READS[0])["devices"][0]["client_name"] == "after"
     assert get(c, own_view)[0]["client_name"] == "after"
+    app.extensions["gpufs"].close()
+
+
+def rename(client, cid, name):
+    assert_envelope(client.post("/api/user/edit_client_info", json={"user_id": "12", "client_id": cid, "name": name}),
+                    200)
+
+
+def names(client, cid):
+    """The client's name as the user's list and as the client's own view show it (two scopes)."""
+    return (get(client, READS[0])["devices"][0]["client_name"],
+            get(client, f"/api/user/client_monitor?user_id=12&client_id={cid}")[0]["client_name"])
+
+
+def test_a_write_while_redis_refuses_writes_is_seen_by_every_worker(app_config, db, own_redis):
+    workers = [own_app(app_config, own_redis) for _ in range(2)]
+    first, second = (app.test_client() for app in workers)
+    cid = register(first, name="before")
+    assert names(first, cid) == ("before", "before")
+    assert names(second, cid) == ("before", "before")
+    assert stats(workers[1])["hit"] == 2  # the second worker reads what the first cached
+
+    # Redis full under noeviction (its memory above maxmemory): every write is refused, reads answer.
+    r = redis.Redis(port=own_redis.port)
+    r.config_set("maxmemory-policy", "noeviction")
+    r.config_set("maxmemory", r.info("memory")["used_memory"] // 2)
+    with pytest.raises(redis.exceptions.OutOfMemoryError):
+        r.incr("probe")  # even the smallest write
+    assert r.dbsize() > 0 and r.get("probe") is None
+
+    rename(first, cid, "after")
+    for _ in range(3):  # a read after the write never shows the old name, in either worker
+        assert names(second, cid) == ("after", "after")
+        assert names(first, cid) == ("after", "after")
+
+    r.config_set("maxmemory", 0)  # room again: the cache takes values and serves hits once more
+    time.sleep(0.3)  # past the back-off that the refused writes started
+    assert names(second, cid) == ("after", "after")
+    hits = stats(workers[1])["hit"]
+    assert names(second, cid) == ("after", "after") and stats(workers[1])["hit"] == hits + 2
+    for app in workers:
+        app.extensions["gpufs"].close()
+
+
+def test_redis_restarted_from_a_snapshot_taken_before_a_write_serves_no_old_value(app_config, db, own_redis):
+    app = own_app(app_config, own_redis)
+    c = app.test_client()
+    cid = register(c, name="before")
+    assert names(c, cid) == ("before", "before")
+    r = redis.Redis(port=own_redis.port)
+    r.save()  # the snapshot holds the old name's cached reads
+    rename(c, cid, "after")
+    assert names(c, cid) == ("after", "after")
+
+    own_redis.kill()
+    own_redis.start()  # loads the snapshot: versions and values of before the write
+    assert r.keys("gpufs:val:*")
+    assert names(c, cid) == ("after", "after")
+    assert names(c, cid) == ("after", "after")
+    app.extensions["gpufs"].close()
+
+
+def test_writes_while_redis_is_unreachable_are_seen_by_their_worker_under_threads(app_config, db, own_redis):
+    """Each thread renames its own client while Redis is paused, and reads while it is away, then
+    again once it is back: the failed invalidations, recorded by several threads at once and
+    retried by others, must all be carried out before the first read from Redis."""
+    app = own_app(app_config, own_redis, REDIS_RETRY_SECONDS=0.01)
+    cids = [register(app.test_client(), name=f"start-{i}") for i in range(6)]
+    failures = []
+
+    def own_view(c, cid):
+        return get(c, f"/api/user/client_monitor?user_id=12&client_id={cid}")[0]["client_name"]
+
+    def in_list(c, cid):
+        return next(d["client_name"] for d in get(c, READS[0])["devices"] if d["client_id"] == cid)
+
+    def thread(i, name, phase):
+        c = app.test_client()
+        try:
+            if phase == "away":
+                rename(c, cids[i], name)
+                for _ in range(3):
+                    assert (own_view(c, cids[i]), in_list(c, cids[i])) == (name, name)
+            else:
+                for _ in range(5):
+                    assert (own_view(c, cids[i]), in_list(c, cids[i])) == (name, name)
+        except Exception as err:  # reported by the assertion below, in the test's own thread
+            failures.append(err)
+
+    def run_all(names, phase):
+        threads = [threading.Thread(target=thread, args=(i, names[i], phase)) for i in range(len(cids))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    c = app.test_client()
+    for round_ in range(3):
+        for cid in cids:  # cache every view under the current versions
+            own_view(c, cid)
+        in_list(c, cids[0])
+        current = [f"round{round_}-{i}" for i in range(len(cids))]
+        own_redis.pause()
+        run_all(current, "away")
+        own_redis.resume()
+        run_all(current, "back")
+    assert failures == []
+    assert stats(app)["error"] > 0 and stats(app)["hit"] > 0
     app.extensions["gpufs"].close()

@@ -52,7 +52,7 @@ daemon off;
 worker_processes 1;
 pid {prefix}/nginx.pid;
 error_log {prefix}/error.log warn;
-events {{ worker_connections 64; }}
+events {{ worker_connections 256; }}
 http {{
     access_log {prefix}/access.log;
     client_body_temp_path {temp}/body;
@@ -274,3 +274,79 @@ def test_upstream_down_is_a_503_envelope(prefix):
         stop_nginx(proc)
     assert status == 503 and set(body) == ENVELOPE and body["success"] is False
     assert headers["Retry-After"] == "5"
+
+
+def raw(base, data):
+    """The status line and the body of the answer to `data` sent as is."""
+    with socket.create_connection(("127.0.0.1", int(base.rsplit(":", 1)[1])), timeout=15) as sock:
+        sock.sendall(data)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return head.split(b"\r\n"), body
+
+
+@pytest.mark.parametrize("request_bytes, status", [
+    (b"GET /api/models/get?" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+    (b"GET /api/models/get HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 5000 + b"\r\n\r\n", 431),
+    (b"GET /api/models/get HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 9000 + b"\r\n\r\n", 431),
+    (b"NOT A REQUEST LINE\r\n\r\n", 400),
+    (b"GET /api/models/get\x01 HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    (b"GET /api/models/get HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n", 400),
+], ids=["request-line-too-long", "header-line-too-long", "header-line-over-gunicorns-limit", "bad-request-line",
+        "control-character", "bad-header-line"])
+def test_malformed_or_oversized_requests_are_refused_by_nginx_as_envelopes(proxied, request_bytes, status):
+    head, body = raw(proxied, request_bytes)
+    assert head[0].startswith(f"HTTP/1.1 {status}".encode()), head
+    assert b"content-type: application/json" in [line.lower() for line in head]
+    envelope = json.loads(body)
+    assert set(envelope) == ENVELOPE and envelope["success"] is False and envelope["data"] is None
+
+
+def test_requests_just_inside_nginxs_limits_reach_gpufs(proxied):
+    """gunicorn's limits are looser than nginx's, so it never answers in its own plain text: a long
+    query string, a long header line (X-Forwarded-For grows as nginx adds the peer) and more
+    headers than gunicorn's default of 100 all reach the app."""
+    many = {f"X-Extra-{i}": "1" for i in range(150)}
+    for path, headers in ((f"/api/models/get?pad={'a' * 3900}", {}),
+                          ("/api/models/get", {"X-Forwarded-For": "203.0.113.9," * 320}),
+                          ("/api/models/get", many)):
+        status, answer_headers, body = call(proxied, path, headers=headers)
+        assert status == 200 and set(body) == ENVELOPE and answer_headers["X-Request-ID"]
+
+
+def test_slow_clients_are_held_by_nginx_while_other_requests_answer(proxied):
+    """50 connections sending a header line a second (straight to gunicorn, 8 such stall every
+    worker thread): nginx reads them itself, and other requests still answer."""
+    host, port = "127.0.0.1", int(proxied.rsplit(":", 1)[1])
+    slow = [socket.create_connection((host, port), timeout=15) for _ in range(50)]
+    stop, rounds = threading.Event(), []
+
+    def drip():
+        while not stop.wait(1):
+            for sock in slow:
+                sock.sendall(b"X-Slow: 1\r\n")
+            rounds.append(1)
+
+    for sock in slow:
+        sock.sendall(b"GET /api/models/get HTTP/1.1\r\nHost: slow\r\n")
+    dripping = threading.Thread(target=drip)
+    dripping.start()
+    try:
+        deadline = time.monotonic() + 30
+        while len(rounds) < 2 and time.monotonic() < deadline:  # well into their slow sending
+            time.sleep(0.1)
+        answered = [call(proxied, "/api/models/get")[0] for _ in range(20)]
+        still_dripping = dripping.is_alive()
+    finally:
+        stop.set()
+        dripping.join()
+    assert answered == [200] * 20 and still_dripping
+    for sock in slow:  # each was a real request all along, held whole by nginx
+        sock.sendall(b"Connection: close\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+        sock.close()
+        assert answer.startswith(b"HTTP/1.1 200 ")

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
@@ -318,6 +319,24 @@ def test_a_failed_request_is_logged_and_counted_by_its_route(app_config, caplog)
     app.extensions["gpufs"].close()
 
 
+def test_a_host_that_refuses_a_request_before_the_log_hooks_still_logs_it_with_an_id(app_config, caplog):
+    from flask import abort
+    host = Flask("portal")
+
+    @host.before_request
+    def members_only():  # the host's own check, registered before gpufs.logs.install
+        abort(403)
+
+    init_app(host, url_prefix="/fleet", config=app_config)
+    logs.install(host)
+    caplog.set_level(logging.INFO, logger="gpufs.request")
+    resp = get(host.test_client(), "/fleet/models/get", headers={"X-Request-ID": "host-1"})
+    assert resp.status_code == 403 and resp.headers["X-Request-ID"] == "host-1"
+    assert [(r.path, r.status, r.request_id) for r in caplog.records if r.name == "gpufs.request"] == \
+        [("/fleet/models/get", 403, "host-1")]
+    host.extensions["gpufs"].close()
+
+
 def test_client_address_is_nginx_last_hop_only_when_nginx_sent_it(quick, caplog):
     caplog.set_level(logging.INFO, logger="gpufs.request")
     get(quick, "/healthz", headers={"X-Forwarded-For": "198.51.100.1, 203.0.113.9"})
@@ -349,7 +368,7 @@ def test_gunicorn_settings_come_from_the_environment(monkeypatch, tmp_path):
         monkeypatch.delenv(key, raising=False)
     conf = runpy.run_path(str(ROOT / "deploy" / "gunicorn.conf.py"))
     assert (conf["bind"], conf["workers"], conf["threads"], conf["worker_class"]) == \
-        ("127.0.0.1:18081", 2, 4, "gpufs.worker.Worker")
+        ("127.0.0.1:18081", 2, 4, "gthread")
     assert conf["accesslog"] is None and conf["graceful_timeout"] > 0
     assert conf["control_socket_disable"] is True  # one gunicorn must not take over another's socket
     monkeypatch.setenv("GPUFS_BIND", "0.0.0.0:9000")
@@ -400,64 +419,15 @@ def test_sigterm_lets_an_in_flight_stream_finish_then_exits(db, urls, tmp_path):
     assert "GET /api/user/client_health?user_id=graceful 200" in log
 
 
-def test_a_worker_with_every_thread_busy_leaves_new_connections_to_another(urls, tmp_path):
-    """Stock gthread lets the first worker to wake take every connection of a burst."""
-    proc, port = _start_gunicorn(urls, tmp_path, GUNICORN_WORKERS="2", GUNICORN_THREADS="2",
-                                 GUNICORN_HANDOFF_SECONDS="5")
-    socks = []
-    try:
-        _wait_healthy(proc, port, tmp_path / "stderr.log")
-        deadline = time.monotonic() + 10
-        while len(_children(proc.pid)) < 2 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        # Connections that send nothing yet: each holds a thread while the worker waits for its request.
-        for _ in range(4):
-            socks.append(socket.create_connection(("127.0.0.1", port), timeout=5))
-        held = {}
-        while time.monotonic() < deadline:
-            held = {pid: len(_established(pid, port)) for pid in _children(proc.pid)}
-            if sum(held.values()) == 4:
-                break
-            time.sleep(0.05)
-        assert sorted(held.values()) == [2, 2], held
-    finally:
-        for sock in socks:
-            sock.close()
-        proc.terminate()
-        proc.wait(timeout=30)
-
-
-def _children(pid):
-    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-
-
-def _established(pid, port):
-    """Inodes of the process's sockets that are established connections to `port` (IPv4)."""
-    mine = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            target = os.readlink(fd)
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            mine.add(target[8:-1])
-    found = set()
-    for line in Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        if int(fields[1].split(":")[1], 16) == port and fields[3] == "01" and fields[9] in mine:
-            found.add(fields[9])
-    return found
-
-
-def _start_gunicorn(urls, tmp_path, **settings):
+def _start_gunicorn(urls, tmp_path, app="app:app", **settings):
     """gunicorn as deployed, on a port of its own, its stderr in tmp_path/stderr.log: (process, port)."""
     port = free_port()
     env = dict(os.environ, DATABASE_URL=urls["DATABASE_URL"], REDIS_URL=urls["REDIS_URL"],
-               GPUFS_BIND=f"127.0.0.1:{port}", MIGRATE_ON_START="false", **settings)
+               GPUFS_BIND=f"127.0.0.1:{port}", **{"MIGRATE_ON_START": "false", **settings})
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     gunicorn = Path(sys.executable).with_name("gunicorn")
     with open(tmp_path / "stderr.log", "wb") as err:
-        proc = subprocess.Popen([str(gunicorn), "-c", "deploy/gunicorn.conf.py", "app:app"], cwd=ROOT, env=env,
+        proc = subprocess.Popen([str(gunicorn), "-c", "deploy/gunicorn.conf.py", app], cwd=ROOT, env=env,
                                 stdout=subprocess.DEVNULL, stderr=err)
     return proc, port
 
@@ -474,6 +444,96 @@ def _wait_healthy(proc, port, log_path):
         if proc.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError("gunicorn did not start:\n" + log_path.read_text())
         time.sleep(0.1)
+
+
+def _stop(proc):
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def fresh_db(urls):
+    """An empty database of its own, dropped afterwards."""
+    import psycopg2
+    from psycopg2 import sql
+
+    from gpufs.devenv import ensure_database
+    name = f"gpufs_ops_{uuid.uuid4().hex[:8]}"
+    yield ensure_database(urls["DATABASE_URL"], name)
+    admin = psycopg2.connect(urls["DATABASE_URL"])
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+    admin.close()
+
+
+def test_gunicorn_start_up_migrates_and_with_log_format_json_every_line_is_json(urls, fresh_db, tmp_path):
+    proc, port = _start_gunicorn({**urls, "DATABASE_URL": fresh_db}, tmp_path, MIGRATE_ON_START="true",
+                                 LOG_FORMAT="json", GUNICORN_WORKERS="1")
+    try:
+        _wait_healthy(proc, port, tmp_path / "stderr.log")
+        assert_envelope(_http(port, "/api/user/client_list?user_id=12"), 200)  # the master made the tables
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"NOT A REQUEST LINE\r\n\r\n")  # gunicorn refuses it itself, and logs it
+            assert sock.recv(1024).startswith(b"HTTP/1.1 400")
+    finally:
+        _stop(proc)
+    lines = (tmp_path / "stderr.log").read_text().splitlines()
+    records = [json.loads(line) for line in lines]  # every line, gunicorn's own included
+    messages = [r["message"] for r in records]
+    assert any(m.startswith("Starting gunicorn") for m in messages)
+    assert any(m.startswith("Booting worker") for m in messages)
+    assert any(m.startswith("migrations: 0001_upstream") for m in messages)
+    assert any(m.startswith("Invalid request from ip=127.0.0.1") for m in messages)
+    assert any(r.get("path") == "/api/user/client_list?user_id=12" and r.get("status") == 200 for r in records)
+
+
+def test_gunicorn_tracebacks_are_json_with_log_format_json(urls, tmp_path):
+    proc, _port = _start_gunicorn(urls, tmp_path, app="gpufs_no_such_module:app", LOG_FORMAT="json")
+    try:
+        proc.wait(timeout=30)  # the worker cannot boot, so the master stops
+    finally:
+        _stop(proc)
+    # gunicorn logs the traceback, then also prints the exception's message on its own (a bare
+    # print in its arbiter, which no logging setting reaches): that one line is the exception.
+    printed = "No module named 'gpufs_no_such_module'"
+    records = [json.loads(line) for line in (tmp_path / "stderr.log").read_text().splitlines() if line != printed]
+    failed = [r for r in records if "exception" in r]
+    assert failed and failed[0]["message"] == "Exception in worker process"
+    assert failed[0]["exception"].startswith("Traceback") and printed in failed[0]["exception"]
+    assert records[-1]["message"] == "Reason: Worker failed to boot."
+
+
+def test_flask_commands_never_migrate_nor_log_an_error_with_the_database_down():
+    env = dict(os.environ, DATABASE_URL=f"postgresql://postgres@127.0.0.1:{free_port()}/x", MIGRATE_ON_START="true")
+    flask = Path(sys.executable).with_name("flask")
+    done = subprocess.run([str(flask), "--app", "app", "--help"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0 and "gpufs" in done.stdout
+    assert "ERROR" not in done.stderr and "migrat" not in done.stderr, done.stderr
+
+
+def _http(port, path):
+    """A urllib response (errors included) that assert_envelope can read."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as resp:
+            return _Answer(resp.status, resp.read())
+    except urllib.error.HTTPError as err:
+        with err:
+            return _Answer(err.code, err.read())
+
+
+class _Answer:
+    def __init__(self, status_code, body):
+        self.status_code, self.body = status_code, body
+
+    def get_json(self):
+        return json.loads(self.body)
 
 
 # ---- docs --------------------------------------------------------------------------------------
