@@ -29,8 +29,9 @@ lint: venv
 demo: venv
 	$(DEVENV) && $(VENV)/bin/flask --app app gpufs simulate --clients 20 --days 7 --user demo
 
-# The performance benchmark (bench/README.md): its own database gpufs_bench and Redis db 9 on the
-# servers above, Debian's wrk as load; under 10 minutes on two cores. BENCH_ARGS="--help" lists options.
+# The performance benchmark (bench/README.md): the live fleet's capacity, then figures 1 and 4-7; its own
+# database gpufs_bench (created if missing) and Redis db 9 on the servers above; under 10 minutes on two
+# cores. BENCH_ARGS="--quick" tries it out, "--port N" (or BENCH_PORT) fixes the port, "--help" lists options.
 BENCH_ARGS ?=
 bench: venv
 	$(DEVENV) && $(VENV)/bin/python -m bench $(BENCH_ARGS)

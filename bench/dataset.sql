@@ -124,6 +124,25 @@ select 'model-' || mod(n, 10), 'v' || n, n, 1, mod(n, 7) <> 0, 16384, mod(n, 5) 
        'https://models.example.com/model-' || n || '.gguf', repeat('ab', 32), 1000000000 + n
   from generate_series(1, :count) as n;
 
+-- name: register-fleet(prefix, users, count, created_at)!
+-- The live fleet's machines 1..count, machine n owned by user prefix || (n mod users); ids derived
+-- as register-clients derives them, so a larger fleet keeps the machines of a smaller one.
+insert into gpu_assets (user_id, client_id, client_name, client_status, valid_status, os_type,
+                        created_at, updated_at)
+select :prefix || mod(n, :users), decode(md5(:prefix || ':' || n), 'hex'), 'GPU Server ' || n,
+       'online', 'valid', 'Linux',
+       :created_at::timestamptz at time zone 'UTC', :created_at::timestamptz at time zone 'UTC'
+  from generate_series(1, :count) as n
+    on conflict (client_id) do nothing;
+
+-- name: count-reports-since(users, since)$
+-- Raw heartbeats of these users' clients with a report time at or after `since`.
+select count(*)
+  from gpu_assets a
+  join heartbeat h on h.client_id = a.client_id
+ where a.user_id like :users
+   and h.timestamp >= :since;
+
 -- name: count-heartbeats(users)$
 -- Raw heartbeats stored for the clients of these users.
 select count(*)

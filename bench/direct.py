@@ -1,6 +1,5 @@
 """The database's own cost, measured from this process: the read endpoints' SQL in a psycopg2 loop,
 and the write limit of the data model, COPYing the rows heartbeat reports produce."""
-import functools
 import io
 import os
 import statistics
@@ -8,8 +7,6 @@ import time
 from datetime import datetime, timezone
 
 import psycopg2
-
-from gpufs import db
 
 # What one report of 8 GPUs writes (heartbeat.sql's ingest-reports): the raw heartbeat, its
 # bucket claim, the snapshot (system_info, a device_info row per GPU) and the daily rollups
@@ -32,20 +29,19 @@ TABLES = {
 ROWS_PER_REPORT = 1 + 1 + 1 + GPUS + 1 + GPUS
 
 
-def sql_loop(dsn, statements, seconds, warmup=0.5, spacing=0.0, prepared=False):
+def sql_loop(dsn, statements, seconds, warmup=0.5, spacing=0.0):
     """Seconds per round of `statements` [(aiosql query, params)], each executed and fetched, in a
-    loop, through the server's own gpufs.db.execute: with `prepared`, a query in PREPARED is
-    prepared once and EXECUTEd after that, as the server runs it. With `spacing`, this process
-    keeps its CPU busy that long between rounds (not timed), as a server does between one
-    request's SQL and the next: on a VM the database then wakes from idle for each statement,
-    which a tight loop never lets it do."""
-    conn = psycopg2.connect(dsn, options="-c TimeZone=UTC",
-                            connection_factory=functools.partial(db.Connection, prepare=prepared))
+    loop, through plain psycopg2 in autocommit (the query's own SQL text, the same parameters). With
+    `spacing`, this process keeps its CPU busy that long between rounds (not timed), as a server does
+    between one request's SQL and the next: on a VM the database then wakes from idle for each
+    statement, which a tight loop never lets it do."""
+    conn = psycopg2.connect(dsn, options="-c TimeZone=UTC")
+    conn.autocommit = True
     try:
         with conn.cursor() as cur:
             def once():
                 for query, params in statements:
-                    db.execute(cur, query, params)
+                    cur.execute(query.sql, params)
                     cur.fetchall()
 
             deadline = time.monotonic() + warmup

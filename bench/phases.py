@@ -1,15 +1,19 @@
 """The seven figures of issue 8, each measured against a server started for it (see bench/README.md)."""
 import hashlib
+import importlib.util
+import os
+import subprocess
+import sys
 import time
 import urllib.request
 from statistics import median
 
+import psycopg2
 import redis
 
 from gpufs import config
-from gpufs.db import queries
 
-from . import VALUE_KEY, dataset, direct, load
+from . import VALUE_KEY, dataset, direct, load, scenario
 from .server import Server, peak_rss_kb
 
 READS = ("client_list", "client_stat", "client_device_detail", "models/get")
@@ -21,16 +25,22 @@ FLASK_FLOOR = "/bench/flask/floor"  # bench/app.py: a constant from a bare Flask
 class Bench:
     """What every phase needs: where the data is, how long to measure, where results go."""
 
-    def __init__(self, args, dsn, redis_url, layout, workdir, results, say):
+    def __init__(self, args, dsn, redis_url, layout, workdir, results, say, began):
         self.args, self.dsn, self.redis_url, self.layout = args, dsn, redis_url, layout
         self.workdir, self.results, self.say = workdir, results, say
         self.settings = config.from_env()
+        self.dsn_name = psycopg2.extensions.parse_dsn(dsn)["dbname"]
+        self.deadline = began + args.budget
+
+    def time_left(self):
+        """Seconds left of the run's --budget."""
+        return self.deadline - time.monotonic()
 
     def server(self, name, **env):
         # Token auth off (the load carries no keys); a metrics directory of the server's own.
         base = {"DATABASE_URL": self.dsn, "REDIS_URL": self.redis_url, "AUTH_MODE": "none",
                 "PROMETHEUS_MULTIPROC_DIR": None}
-        return Server(name, {**base, **env}, self.workdir)
+        return Server(name, {**base, **env}, self.workdir, self.args.port)
 
     def wrk(self, srv):
         return load.Wrk(srv.base, self.args.warmup, self.args.seconds, self.workdir, srv.cpu_seconds)
@@ -48,6 +58,8 @@ class Bench:
     def statements(self, endpoint):
         """The statements the endpoint runs on a cache miss, [(aiosql query, params)], with the same
         parameters."""
+        from gpufs.db import queries  # the product's own queries, figure 3 only (and only when asked for)
+
         s, user = self.settings, self.layout.main
         window, interval = s["ONLINE_WINDOW_SECONDS"], s["HEARTBEAT_INTERVAL_SECONDS"]
         first = hashlib.md5(f"{user}:1".encode()).digest()
@@ -65,28 +77,79 @@ class Bench:
 
 
 def cached(b):
-    """Figures 1 and 2, then 6 (ingestion), on one production-like server with its cache."""
+    """Figure 1 (floors), 2 if asked for, 6 (ingestion) and the live fleet, on one production-like
+    server with its cache."""
     with b.server("cached") as srv:
         w = b.wrk(srv)
-        if b.args.figures & {1, 2}:
-            floors_and_cached_reads(b, srv, w)
+        if 1 in b.args.figures:
+            floors(b, w)
+        if 2 in b.args.figures:
+            cached_reads(b, srv, w)
         if 6 in b.args.figures:
             ingestion(b, w)
+        if "live" in b.args.figures:
+            if 6 in b.args.figures:
+                # Figure 6 wrote a million rows: the fleet gets a settled database, not an autovacuum.
+                b.say("settling the database after ingestion (vacuum analyze, checkpoint)")
+                dataset.settle(b.dsn)
+            live(b, srv)
+        if "dashboard" in b.args.figures:
+            dashboard(b, srv)
 
 
-def floors_and_cached_reads(b, srv, w):
-    res, conns, rounds = b.results, b.args.connections, b.args.cached_rounds
-    # R serves a value as large as the biggest cached read: client_list's data.
-    value = srv.get(b.path("client_list")).split(b'"data":', 1)[1].rsplit(b',"message":', 1)[0]
+def dashboard(b, srv):
+    """A supporting figure: the web dashboard measured in headless Chromium by bench/dashboard.py
+    (`python -m bench.dashboard --base URL --user U`), against this server and the main user, when
+    that module is present; its own output is printed and kept."""
+    if importlib.util.find_spec("bench.dashboard") is None:
+        b.say("D. dashboard: bench/dashboard.py is not here; skipped")
+        return
+    b.say("D. dashboard in headless Chromium (bench/dashboard.py)")
+    done = subprocess.run([sys.executable, "-m", "bench.dashboard", "--base", srv.base, "--user", b.layout.main],
+                          capture_output=True, text=True, timeout=300)
+    lines = [line for line in done.stdout.splitlines() if line.strip()]
+    for line in lines:
+        b.say("   " + line)
+    b.results.meta["dashboard"] = {"returncode": done.returncode, "stdout": done.stdout, "stderr": done.stderr[-4000:]}
+    if done.returncode:
+        b.results.problem(f"bench/dashboard.py exited with {done.returncode}: {done.stderr.strip()[-300:]}")
+    b.results.add("D", "dashboard in headless Chromium (bench/dashboard.py)", "ok" if not done.returncode else "failed",
+                  "", note=lines[-1] if lines else "no output")
+
+
+def floors(b, w):
+    """Figure 1, reference lines with no target: what any request costs through gunicorn and Flask."""
+    b.say(f"1. floors, {b.args.rounds} rounds of {b.args.seconds} s, {b.args.connections} connections")
+    paths = {"F: GET /healthz": "/healthz", "bare Flask route, no hooks": FLASK_FLOOR,
+             "R: one Redis value (bench-only route)": "/bench/redis-value"}
+    _store_redis_value(b, None)
+    runs = w.rounds(list(paths.values()), b.args.connections, b.args.rounds)
+    for name, path in paths.items():
+        b.results.run(f"floor {path}", runs[path])
+        b.results.add(1, name, load.total_rate(runs[path]), "req/s",
+                      note=f"p50 {load.best_p50(runs[path]):.2f} ms; {_cpu_note(runs[path])}")
+
+
+def _store_redis_value(b, value):
+    """R's value: as large as the biggest cached read (client_list's data, 36 kB for 100 clients)."""
+    if value is None:
+        value = b"[" + b",".join([b'{"client_id":"%032x","name":"GPU Server","health":97.5}' % n
+                                  for n in range(600)]) + b"]"
     redis.Redis.from_url(b.redis_url).set(VALUE_KEY, value, ex=3600)
-    b.say(f"1-2. floors and cached reads, {rounds} rounds")
-    paths = {"F": "/healthz", "R": "/bench/redis-value", **{name: b.path(name) for name in READS}}
+
+
+def cached_reads(b, srv, w):
+    """Figure 2, for information (its target is retired): cached reads against R, the runs bracketed."""
+    res, conns, rounds = b.results, b.args.connections, b.args.cached_rounds
+    value = srv.get(b.path("client_list")).split(b'"data":', 1)[1].rsplit(b',"message":', 1)[0]
+    _store_redis_value(b, value)
+    b.say(f"2. cached reads against R, {rounds} rounds (information)")
+    paths = {"R": "/bench/redis-value", **{name: b.path(name) for name in READS}}
     for name in READS:
         srv.get(paths[name])  # fill the cache
-    # Each round: F, R, then every read with R measured again after it. A read is compared with the R
-    # runs just before and after it, F with the R run after it: a burst of other work on the shared
-    # cores lasts seconds, and a ratio of runs far apart would measure the burst.
-    order = ["F", "R"] + [x for name in READS for x in (name, "R")]
+    # Each round: R, then every read with R measured again after it; a read is compared with the R
+    # runs just before and after it (a burst of other work on shared cores lasts seconds).
+    order = ["R"] + [x for name in READS for x in (name, "R")]
     before = _metric_totals(srv)
     seq = w.sequence([paths[x] for _ in range(rounds) for x in order], conns)
     after = _metric_totals(srv)
@@ -101,13 +164,101 @@ def floors_and_cached_reads(b, srv, w):
         res.run(f"{name} c={conns}", r)
     hits, misses = (after[k] - before[k] for k in ("gpufs_cache_hits_total", "gpufs_cache_misses_total"))
     res.meta["cache_hit_share"] = round(hits / max(1, hits + misses), 4)
-    r_after_f = runs["R"][::len(READS) + 1]
-    res.add(1, "F: GET /healthz", load.total_rate(runs["F"]), "req/s", note=_cpu_note(runs["F"]))
-    res.add(1, "R: bench-only Redis value", load.total_rate(runs["R"]), "req/s",
-            load.median_ratio(r_after_f, runs["F"]), "F", note=_cpu_note(runs["R"]))
     for name in READS:
         res.add(2, f"{name}, cached", load.total_rate(runs[name]), "req/s",
-                load.median_bracketed_ratio(runs[name], *brackets[name]), "R", 0.85, note=_cpu_note(runs[name]))
+                load.median_bracketed_ratio(runs[name], *brackets[name]), "R", note=_cpu_note(runs[name]))
+
+
+def live(b, srv):
+    """The headline: the live fleet's capacity (bench/scenario.py), then the fleet alone at that size for
+    the CPU a report costs, and the dashboards with only their user's machines for a poll's."""
+    a, res = b.args, b.results
+    rates = res.meta.get("ingest_reports_per_s", {})
+    # Half what the single-report endpoint took when saturated (figure 6) is a size near capacity.
+    start = a.fleet or a.fleet_start or (scenario._nice(30 * rates["single"]) if rates else 2000)
+    b.say(f"L. live fleet: machines report every {scenario.PERIOD:.0f} s while {scenario.DASHBOARDS} dashboards "
+          f"poll; {a.fleet_warmup} s warm-up, {a.fleet_window} s measured per step, from {start:,} machines")
+    sc = scenario.Scenario(b, srv, lambda: (srv.cpu_seconds(), scenario.postgres_cpu(b.dsn_name)),
+                           lambda: _metric_totals(srv))
+    if a.fleet:
+        r = sc.step(a.fleet, a.fleet_warmup, a.fleet_window, stop_early=False)
+        b.say("   " + scenario.describe(r))
+        passed, failed = (a.fleet, None) if r.passed else (None, a.fleet)
+    else:
+        passed, failed = sc.search(start, a.fleet_resolution, a.fleet_steps, a.fleet_warmup, a.fleet_window,
+                                   b.say, lambda: b.time_left() - _after_search(b))
+    res.meta["live"] = {"steps": [r.as_dict() for r in sc.results.values()], "polls": sc.present,
+                        "capacity": passed, "smallest_failed": failed}
+    for r in sc.results.values():
+        if r.stored < r.answered:
+            res.problem(f"live fleet, {r.machines:,} machines: {r.answered} reports answered 200, "
+                        f"{r.stored} stored")
+    cores = os.cpu_count()
+    failed_note = f"; {failed:,} failed: {'; '.join(sc.results[failed].reasons)}" if failed else ""
+    if passed is None:
+        res.add("L", "capacity: no fleet size met every criterion", 0, "machines", 0.0,
+                f"{scenario.TARGET_MACHINES:,}", 1, note=failed_note.lstrip("; "))
+        return
+    r = sc.results[passed]
+    res.add("L", "capacity: the largest fleet meeting every criterion", passed, "machines",
+            passed / scenario.TARGET_MACHINES, f"{scenario.TARGET_MACHINES:,}", 1,
+            note=f"{passed / scenario.PERIOD:.0f} reports/s; {sc.steps} steps{failed_note}")
+    res.add("L", "machines per core", passed / cores, "machines", note=f"{cores} cores")
+    for kind, k in r.kinds.items():
+        name = "reports (POST /api/client/heartbeat)" if kind == scenario.REPORTS else f"poll {kind}"
+        res.add("L", f"{name} p99", k["p99_ms"], "ms",
+                note=f"p50 {k['p50_ms']:.1f} ms, max {k['max_ms']:.0f} ms, {k['count']:,} in the window")
+    res.add("L", "dashboard polls p99, all kinds", r.polls_p99_ms, "ms", r.polls_p99_ms / scenario.POLL_P99_MS,
+            f"{scenario.POLL_P99_MS:.0f} ms", 1, higher_is_better=False)
+    if r.hit_ratio is not None:
+        res.add("L", "cache hit ratio of the polls", r.hit_ratio, "", note="from the server's /metrics")
+    res.add("L", "freshness: age of the newest report a client_status_list showed, p99", r.freshness_p99_s, "s")
+    due = sum(k["scheduled"] for k in r.kinds.values())
+    res.add("L", "load generator: share of the due requests sent", 100 * r.sent_share, "%",
+            note=f"{round(r.sent_share * due):,} of {due:,} in the window; lateness p50 "
+                 f"{r.lateness_ms['p50']:.1f} ms, p99 {r.lateness_ms['p99']:.1f} ms, "
+                 f"max {r.lateness_ms['max']:.0f} ms; its CPU {100 * r.cpu['generator'] / r.window:.0f}% of a core")
+    b.say(f"   the fleet alone at {passed:,} machines, then the dashboards with their user's "
+          f"{sc.fleet.main_clients} machines alone, {a.cpu_window} s each: the CPU of a report and of a poll")
+    alone = sc.step(passed, a.fleet_warmup, a.cpu_window, dashboards=False, stop_early=False, record=False)
+    # The dashboards' own machines keep reporting, so their user's version moves as at capacity and
+    # the polls hit the cache as often; their few reports are taken out at the rate just measured.
+    polled = sc.step(sc.fleet.main_clients, a.fleet_warmup, a.cpu_window, stop_early=False, record=False)
+    res.meta["live"]["fleet_alone"], res.meta["live"]["dashboards_alone"] = alone.as_dict(), polled.as_dict()
+    per_report = {x: 1000 * alone.cpu[x] / max(1, _count(alone, True)) for x in alone.cpu}
+    per_poll = {x: (1000 * polled.cpu[x] - per_report[x] * _count(polled, True)) / max(1, _count(polled, False))
+                for x in polled.cpu}
+    res.add("L", "CPU per report: server", per_report["server"], "ms",
+            note=f"PostgreSQL {per_report['postgres']:.2f} ms, load generator {per_report['generator']:.2f} ms; "
+                 "the fleet alone")
+    res.add("L", "CPU per poll: server", per_poll["server"], "ms",
+            note=f"PostgreSQL {per_poll['postgres']:.2f} ms, load generator {per_poll['generator']:.2f} ms; "
+                 f"the dashboards alone, hit ratio {_share(polled.hit_ratio)}")
+    rate = passed / scenario.PERIOD
+    if rates:
+        res.add("L", "the capacity's report rate vs the batch endpoint (figure 6)", rate, "reports/s",
+                rate / rates["batch"], "batch")
+        res.add("L", "the capacity's report rate vs the COPY write limit (figure 6)", rate, "reports/s",
+                rate / rates["copy_limit"], "COPY")
+
+
+def _after_search(b):
+    """Seconds the run still needs once the search ends: the CPU measurements at the capacity, then
+    figures 7, 5 and 4 (about 150 s on a quiet machine, 200 under other load) and the dashboard."""
+    a = b.args
+    figures = {7: 20, 5: 30, 4: 170}
+    if importlib.util.find_spec("bench.dashboard") is not None:
+        figures["dashboard"] = 60
+    return 2 * (a.fleet_warmup + a.cpu_window + 5) + sum(v for k, v in figures.items() if k in a.figures)
+
+
+def _count(result, reports):
+    """Requests of a live-fleet step's window: its reports, or its polls (Prometheus's included)."""
+    return sum(k["count"] for kind, k in result.kinds.items() if (kind == scenario.REPORTS) == reports)
+
+
+def _share(value):
+    return "-" if value is None else f"{value:.2f}"
 
 
 def _cpu_note(runs):
@@ -162,6 +313,7 @@ def ingestion(b, w):
             _ratio(rates["batch"], rates["single"]), "single", 5, note=f"{threads} connections")
     res.add(6, f"COPY write limit: {copy_rows:,.0f} rows/s ÷ {direct.ROWS_PER_REPORT} rows/report", limit,
             "reports/s")
+    res.meta["ingest_reports_per_s"] = {**rates, "copy_limit": limit}
     res.add(6, "batch endpoint vs the COPY write limit", rates["batch"], "reports/s", _ratio(rates["batch"], limit),
             "COPY", 0.25)
 
@@ -238,57 +390,36 @@ def uncached(b):
 
 
 def uncached_reads(b, srv, w):
-    """Figure 3. Each round measures every path once, and each read's SQL loop right after the read's
-    own run: the ratio is the median over rounds of the two taken together. Taken minutes apart (all
-    server runs, then all loops), they let this machine's drift in: client_list, 1.22-1.44 × its SQL
-    in five runs, came out at 2.17 × in a sixth whose loops ran in a quiet minute."""
+    """Figure 3, for information (its target is retired): the server-side time of each read, and its
+    SQL run in a psycopg2 loop from this process right after the read's own run, round by round."""
     res, rounds = b.results, b.args.rounds
-    b.say("3. uncached reads vs their SQL in a psycopg2 loop")
+    b.say("3. uncached reads vs their SQL in a psycopg2 loop (information)")
     paths = {"F": "/healthz", "floor": FLASK_FLOOR, **{name: b.path(name) for name in READS}}
     names = list(paths) * rounds
-    # The SQL as the server runs it: prepared when DB_PREPARE is on (every one of READS is in
-    # gpufs.db.PREPARED), so the ratio is what the server adds to the database's own cost.
-    prepared = bool(b.settings["DB_PREPARE"])
     w.warm(list(paths.values()), 1)
     totals = [_metric_totals(srv)]
     server, sql = {name: [] for name in paths}, {name: [] for name in READS}
-    inside = {name: [] for name in READS}  # of the server-side time, the part spent in gpufs.db
 
     def after_each(i, _run):
         totals.append(_metric_totals(srv))
         name = names[i]
-        path = paths[name].split("?", 1)[0]
-        server[name].append(_server_ms(totals[-2], totals[-1], path))
+        server[name].append(_server_ms(totals[-2], totals[-1], paths[name].split("?", 1)[0]))
         if name in sql:
-            inside[name].append(_server_ms(totals[-2], totals[-1], path, "gpufs_bench_sql_seconds"))
-            sql[name].append(direct.sql_loop(b.dsn, b.statements(name), b.args.seconds, prepared=prepared) * 1000)
+            sql[name].append(direct.sql_loop(b.dsn, b.statements(name), b.args.seconds) * 1000)
 
     seq = w.runs([paths[name] for name in names], 1, after_each)
     res.meta["uncached_rounds_ms"] = {name: {"server": [round(x, 3) for x in server[name]],
-                                             "sql": [round(x, 3) for x in sql.get(name, [])],
-                                             "sql_in_server": [round(x, 3) for x in inside.get(name, [])]}
-                                      for name in paths}
+                                             "sql": [round(x, 3) for x in sql.get(name, [])]} for name in paths}
     base = {name: res.run(f"uncached {name} c=1", seq[i::len(paths)]) for i, name in enumerate(paths)}
-    floor = median(server["floor"])
-    res.add(3, "bare Flask route, no hooks, server-side", floor, "ms/req",
-            note=f"Flask's own floor; HTTP round trip at 1 connection {load.best_ms(base['floor']):.2f} ms")
+    res.add(3, "bare Flask route, no hooks, server-side", median(server["floor"]), "ms/req",
+            note=f"HTTP round trip at 1 connection {load.best_ms(base['floor']):.2f} ms")
     res.add(3, "GET /healthz, server-side", median(server["F"]), "ms/req",
             note=f"HTTP round trip at 1 connection {load.best_ms(base['F']):.2f} ms")
     for name in READS:
         ratio = median([s / q for s, q in zip(server[name], sql[name], strict=True)])
-        spent, query = median(server[name]), median(sql[name])
-        plain = median([direct.sql_loop(b.dsn, b.statements(name), b.args.seconds) * 1000
-                         for _ in range(rounds)]) if prepared else query
-        # The same SQL with the server's other work (its time less the SQL's) between statements.
-        spaced = direct.sql_loop(b.dsn, b.statements(name), b.args.seconds,
-                                 spacing=max(spent - query, 0) / 1000, prepared=prepared) * 1000
-        res.add(3, f"{name}, uncached, server-side", spent, "ms/req", ratio,
-                f"SQL {query:.2f} ms{' prepared' if prepared else ''}", 2, higher_is_better=False,
-                note=f"HTTP round trip at 1 connection {load.best_ms(base[name]):.2f} ms; "
-                     f"inside the server its statements and fetches took {median(inside[name]):.2f} ms; "
-                     f"the bare Flask floor is {floor / query:.2f} × its SQL; the SQL spaced as the "
-                     f"server's requests are takes {spaced:.2f} ms"
-                     + (f"; not prepared, the SQL takes {plain:.2f} ms" if prepared else ""))
+        res.add(3, f"{name}, uncached, server-side", median(server[name]), "ms/req", ratio,
+                f"SQL {median(sql[name]):.2f} ms",
+                note=f"HTTP round trip at 1 connection {load.best_ms(base[name]):.2f} ms")
 
 
 def fleet_growth(b, w):

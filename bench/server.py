@@ -1,4 +1,5 @@
-"""The server under test, started as in production: gunicorn -c deploy/gunicorn.conf.py, on a free loopback port."""
+"""The server under test, started as in production: gunicorn -c deploy/gunicorn.conf.py, on a loopback port
+(a free one unless --port / BENCH_PORT names one)."""
 import os
 import socket
 import subprocess
@@ -22,9 +23,9 @@ def free_port():
 class Server:
     """One gunicorn master and its workers; `env` overrides the inherited environment (None removes a key)."""
 
-    def __init__(self, name, env, log_dir):
+    def __init__(self, name, env, log_dir, port=None):
         self.name = name
-        self.port = free_port()
+        self.port = port or free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         merged = {**os.environ, **env, "GPUFS_BIND": f"127.0.0.1:{self.port}"}
         self.env = {key: value for key, value in merged.items() if value is not None}
@@ -87,6 +88,14 @@ class Server:
     def get(self, path, timeout=60):
         with urllib.request.urlopen(self.base + path, timeout=timeout) as resp:
             return resp.read()
+
+    def status(self, path, timeout=60):
+        """The HTTP status of a GET, error statuses included."""
+        try:
+            with urllib.request.urlopen(self.base + path, timeout=timeout) as resp:
+                return resp.status
+        except urllib.error.HTTPError as err:
+            return err.code
 
 
 def peak_rss_kb(pid):

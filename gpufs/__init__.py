@@ -52,8 +52,9 @@ AUTO = "<url_prefix>/../dashboard"
 def init_app(app, url_prefix=None, config=None, dashboard_prefix=AUTO):
     """Register the API blueprints under `url_prefix` (default "/api") on any Flask app, and the
     dashboard under `dashboard_prefix` (default beside the API, e.g. /dashboard; None: no dashboard)."""
-    from . import dashboard, openapi
+    from . import dashboard, history, openapi
     from .blueprints import client, models, monitor, user  # noqa: F401 (monitor adds views to user)
+    from .blueprints import history as history_views  # noqa: F401 (adds device_history to user)
     from .cli import gpufs_cli
 
     settings = config_module.from_env()
@@ -62,6 +63,7 @@ def init_app(app, url_prefix=None, config=None, dashboard_prefix=AUTO):
     prefix = (url_prefix if url_prefix is not None else settings["GPUFS_URL_PREFIX"]).rstrip("/")
     state = State(settings, prefix)
     app.extensions["gpufs"] = state
+    state.tasks.append(history.task(settings))
 
     app.register_blueprint(user.bp, url_prefix=prefix + "/user")
     app.register_blueprint(models.bp, url_prefix=prefix + "/models")

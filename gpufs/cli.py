@@ -29,8 +29,9 @@ def migrate_command():
 def simulate_command(clients, days, user, seed, follow):
     """Register a fleet and feed it days of plausible heartbeats through the ingestion path."""
     import time
+    from datetime import datetime, timezone
 
-    from . import fleet
+    from . import fleet, history
     state = current_app.extensions["gpufs"]
     if not 1 <= len(user) <= 32:
         raise click.BadParameter("must be 1-32 characters", param_hint="--user")
@@ -44,6 +45,10 @@ def simulate_command(clients, days, user, seed, follow):
             sim.register(conn)
         except fleet.SimulationError as err:
             raise click.ClickException(str(err)) from err
+        # The past days' GPU samples land in their own partitions, not in the default one until
+        # the server's task moves them.
+        history.ensure(conn, datetime.now(timezone.utc), int(state.config["GPU_HISTORY_RAW_DAYS"]),
+                       int(state.config["GPU_HISTORY_HOURLY_DAYS"]))
         with click.progressbar(length=sim.slots, label="reporting") as bar:
             counts = sim.history(conn, progress=bar.update)
         click.echo(f"{clients} clients of user {user!r}: {counts['stored']} reports stored, "
@@ -60,11 +65,17 @@ def simulate_command(clients, days, user, seed, follow):
 @click.option("--older-than", "older_than", type=click.IntRange(1), default=None,
               help="Age in days [default: HEARTBEAT_RETENTION_DAYS].")
 def prune_command(older_than):
-    """Delete raw heartbeats older than the retention period, in bounded batches; daily rollups stay."""
-    from . import fleet
+    """Delete raw heartbeats older than the retention period, in bounded batches; daily rollups stay.
+    Per-GPU samples and their hourly rollups go by whole partitions past GPU_HISTORY_*_DAYS."""
+    from datetime import datetime, timezone
+
+    from . import fleet, history
     state = current_app.extensions["gpufs"]
     retention = int(state.config["HEARTBEAT_RETENTION_DAYS"])
     with state.pool.connection() as conn:
         done = fleet.prune(conn, older_than or retention, retention)
+        dropped = history.drop(conn, datetime.now(timezone.utc), int(state.config["GPU_HISTORY_RAW_DAYS"]),
+                               int(state.config["GPU_HISTORY_HOURLY_DAYS"]))
     click.echo(f"pruned {done['heartbeats']} heartbeats and {done['buckets']} bucket claims "
                f"older than {done['cutoff']:%Y-%m-%dT%H:%M:%SZ}")
+    click.echo(f"dropped {len(dropped)} GPU history partitions" + (f": {', '.join(dropped)}" if dropped else ""))

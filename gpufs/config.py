@@ -22,6 +22,8 @@ DEFAULTS = {
     "MAX_BATCH_REPORTS": 1000,
     "CORS_ORIGINS": "",  # empty: "*" when AUTH_MODE=none, no CORS otherwise
     "HEARTBEAT_RETENTION_DAYS": 90,
+    "GPU_HISTORY_RAW_DAYS": 14,  # per-GPU samples, dropped a day's partition at a time
+    "GPU_HISTORY_HOURLY_DAYS": 400,  # their hourly rollups, dropped a month's partition at a time
     "LOG_FORMAT": "text",
     "LOG_LEVEL": "INFO",
     "MIGRATE_ON_START": True,

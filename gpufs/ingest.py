@@ -100,7 +100,9 @@ def _write(conn, accepted, clients, settings, results):
     """Write the accepted reports; fill their results and return {client_id: owner} of the stored ones."""
     payload = [orjson.dumps(_row(index, report)).decode() for index, report in accepted]
     params = {"reports": payload, "interval": int(settings["HEARTBEAT_INTERVAL_SECONDS"]),
-              "retention_days": int(settings["HEARTBEAT_RETENTION_DAYS"])}
+              "retention_days": int(settings["HEARTBEAT_RETENTION_DAYS"]),
+              "raw_days": int(settings["GPU_HISTORY_RAW_DAYS"]),
+              "hourly_days": int(settings["GPU_HISTORY_HOURLY_DAYS"])}
     rows = list(queries.ingest_reports(conn, **params))
     by_index = dict(accepted)
     touched = set()
@@ -124,6 +126,17 @@ def _row(index, report):
         "cpu": system["cpu_usage"], "mem": system["memory_usage"], "disk": system["disk_usage"],
         "rx": system["network_rx"], "tx": system["network_tx"],
         "memsize": report.get("device_memsize"), "tflops": report.get("total_tflops"),
-        "devices": [{"device_index": d["index"], "name": d["name"], "temp": d["temp"], "usage": d["usage"],
-                     "mem_usage": d["mem_usage"], "power_usage": d["power_usage"]} for d in report["devices"]],
+        "devices": [_device(d) for d in report["devices"]],
     }
+
+
+# A GPU's optional readings (contract section 8): absent stays null, never 0.
+OPTIONAL_READINGS = ("uuid", "fan_speed", "sm_clock_mhz", "mem_clock_mhz", "mem_total_mb", "mem_used_mb",
+                     "power_limit", "ecc_uncorrected", "xid", "processes")
+
+
+def _device(d):
+    row = {"device_index": d["index"], "name": d["name"], "temp": d["temp"], "usage": d["usage"],
+           "mem_usage": d["mem_usage"], "power_usage": d["power_usage"]}
+    row.update((key, d.get(key)) for key in OPTIONAL_READINGS)
+    return row

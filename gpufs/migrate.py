@@ -1,6 +1,7 @@
 """Numbered SQL migrations (tables, columns, indexes), applied once each, then the SQL functions
 (sql/functions.sql) on every run; under an advisory lock so workers may race safely."""
 import logging
+from datetime import datetime, timezone
 from pathlib import Path
 
 import psycopg2
@@ -49,4 +50,8 @@ def _apply(conn):
         done.append(path.stem)
     with conn, conn.cursor() as cur:  # create or replace: the same text again changes nothing
         cur.execute(FUNCTIONS.read_text())
+    # Reports of today and the next days land in partitions of their own from the start; the
+    # background task makes the rest of the retention window.
+    from .history import ensure
+    ensure(conn, datetime.now(timezone.utc))
     return done

@@ -310,6 +310,13 @@ class MonitorQuery(_DateRange):
     client_id = ClientId()
 
 
+class DeviceHistoryQuery(_DateRange):
+    user_id = user_id()
+    client_id = ClientId(required=True)
+    device_index = QueryInt(0, 255)
+    step = QueryInt(60, 86400)
+
+
 class HealthQuery(_DateRange):
     user_id = user_id()
     client_id = ClientId()
@@ -364,13 +371,35 @@ class SystemReport(Base):
     network_tx = StrictInt(0, INT64_MAX, required=True)
 
 
+class ProcessReport(Base):
+    pid = StrictInt(0, INT32_MAX, required=True)
+    name = Text(0, 255, required=True)
+    user = Text(0, 64, allow_none=True)
+    used_memory_mb = StrictInt(0, INT32_MAX, allow_none=True)
+
+
 class DeviceReport(Base):
+    """A GPU of a report: the seed's six readings, then the optional ones (contract section 8),
+    where absent or null means unknown and is stored as null, never 0."""
+
     index = StrictInt(0, 255, required=True)
     name = Text(0, 255, required=True)
     temp = Number(0, 150, required=True)
     usage = Number(0, 100, required=True)
     mem_usage = Number(0, 100, required=True)
     power_usage = Number(0, 10000, required=True)
+    uuid = Text(1, 64, allow_none=True)
+    fan_speed = Number(0, 100, allow_none=True)
+    sm_clock_mhz = StrictInt(0, INT32_MAX, allow_none=True)
+    mem_clock_mhz = StrictInt(0, INT32_MAX, allow_none=True)
+    mem_total_mb = StrictInt(0, INT32_MAX, allow_none=True)
+    mem_used_mb = StrictInt(0, INT32_MAX, allow_none=True)
+    power_limit = Number(0, 10000, allow_none=True)
+    ecc_uncorrected = StrictInt(0, INT64_MAX, allow_none=True)
+    xid = StrictInt(0, INT32_MAX, allow_none=True)
+    processes = fields.List(Object(ProcessReport), allow_none=True,
+                            validate=validate.Length(max=64, error="must hold at most 64 processes"),
+                            error_messages=_messages(invalid="must be a list"))
 
 
 class Report(Base):
@@ -449,6 +478,16 @@ class DeviceInfo(Schema):
     usage = fields.Integer()
     mem_usage = fields.Integer()
     power_usage = fields.Integer()
+    uuid = fields.String(allow_none=True)
+    fan_speed = fields.Integer(allow_none=True)
+    sm_clock_mhz = fields.Integer(allow_none=True)
+    mem_clock_mhz = fields.Integer(allow_none=True)
+    mem_total_mb = fields.Integer(allow_none=True)
+    mem_used_mb = fields.Integer(allow_none=True)
+    power_limit = fields.Float(allow_none=True)
+    ecc_uncorrected = fields.Integer(allow_none=True)
+    xid = fields.Integer(allow_none=True)
+    processes = fields.List(fields.Nested(ProcessReport), allow_none=True)
 
 
 class ClientDetail(Schema):
@@ -491,6 +530,33 @@ class HealthRow(Schema):
     disk_usage = fields.Integer()
     network_up = fields.Integer()
     network_down = fields.Integer()
+
+
+class HistoryPoint(Schema):
+    time = Time()
+    samples = fields.Integer()
+    temp = fields.Float()
+    temp_max = fields.Float()
+    usage = fields.Float()
+    usage_max = fields.Float()
+    mem_usage = fields.Float()
+    power_usage = fields.Float()
+    power_max = fields.Float()
+
+
+class DeviceSeries(Schema):
+    device_index = fields.Integer()
+    name = fields.String(allow_none=True)
+    uuid = fields.String(allow_none=True)
+    points = fields.List(fields.Nested(HistoryPoint))
+
+
+class DeviceHistory(Schema):
+    client_id = ClientId()
+    start = Time()
+    end = Time()
+    step_seconds = fields.Integer()
+    devices = fields.List(fields.Nested(DeviceSeries))
 
 
 class ModelItem(Schema):

@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 TABLES = ("gpu_assets", "system_info", "device_info", "heartbeat", "heartbeat_bucket", "client_daily_stats",
-          "device_daily_stats", "client_uptime_days", "heartbeat_config_daily", "client_models", "tokens")
+          "device_daily_stats", "client_uptime_days", "heartbeat_config_daily", "client_models", "tokens",
+          "gpufs_gpu_samples", "gpufs_gpu_hourly")
 
 
 @pytest.fixture(scope="session")
@@ -136,7 +137,9 @@ def server(urls, tmp_path_factory):
     """The real gunicorn process, started the way the README starts it; yields its base URL."""
     port = free_port()
     env = dict(os.environ, DATABASE_URL=urls["DATABASE_URL"], REDIS_URL=urls["REDIS_URL"],
-               GPUFS_BIND=f"127.0.0.1:{port}", GUNICORN_WORKERS="2")
+               GPUFS_BIND=f"127.0.0.1:{port}", GUNICORN_WORKERS="2",
+               # Its workers would lead the background tasks all session long; tests run them themselves.
+               BACKGROUND_TASKS="false")
     gunicorn = Path(sys.executable).with_name("gunicorn")
     log = tmp_path_factory.mktemp("gunicorn") / "stderr.log"
     with open(log, "wb") as err:

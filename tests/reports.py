@@ -16,6 +16,12 @@ def iso(value):
     return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+# A GPU's optional readings (contract section 8), as client_device_detail shows a GPU that gave none.
+UNKNOWN_READINGS = {"uuid": None, "fan_speed": None, "sm_clock_mhz": None, "mem_clock_mhz": None,
+                    "mem_total_mb": None, "mem_used_mb": None, "power_limit": None, "ecc_uncorrected": None,
+                    "xid": None, "processes": None}
+
+
 def gpu(index=0, name="NVIDIA GeForce RTX 4090", temp=72, usage=85, mem_usage=75, power_usage=350):
     return {"index": index, "name": name, "temp": temp, "usage": usage, "mem_usage": mem_usage,
             "power_usage": power_usage}

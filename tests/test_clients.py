@@ -3,6 +3,7 @@ client_device_detail — fields, validation, ownership, filters and order."""
 import pytest
 
 from .conftest import assert_envelope, new_client_id, register
+from .reports import UNKNOWN_READINGS
 
 CID = "6e1131b4b9cc454aa6ce3294ab860b2d"
 SEED_ITEM_FIELDS = {"client_id": str, "client_name": str, "client_status": str, "os_type": str,
@@ -296,7 +297,7 @@ def test_client_device_detail_shows_latest_snapshot_in_index_order(client, db):
     data = assert_envelope(client.get(f"/api/user/client_device_detail?user_id=12&client_id={CID}"), 200)["data"]
     assert data["system_info"]["cpu_usage"] == 45 and data["system_info"]["device_memsize"] == 24576
     assert data["device_info"][0] == {"device_index": 0, "name": "NVIDIA GeForce RTX 4090", "temp": 72,
-                                      "usage": 85, "mem_usage": 75, "power_usage": 350}
+                                      "usage": 85, "mem_usage": 75, "power_usage": 350, **UNKNOWN_READINGS}
     assert [d["device_index"] for d in data["device_info"]] == [0, 1]
     assert client_list(client)["devices"][0]["device_name"] == "NVIDIA GeForce RTX 4090"
 

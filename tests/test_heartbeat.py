@@ -62,7 +62,7 @@ def test_heartbeat_writes_raw_row_snapshot_and_rollups(client, db, cid):
     detail = assert_envelope(client.get("/api/user/client_device_detail",
                                         query_string={"user_id": "12", "client_id": cid}), 200)["data"]
     assert detail["device_info"][0] == {"device_index": 0, "name": "NVIDIA GeForce RTX 4090", "temp": 73,
-                                        "usage": 85, "mem_usage": 75, "power_usage": 350}
+                                        "usage": 85, "mem_usage": 75, "power_usage": 350, **reports.UNKNOWN_READINGS}
     assert detail["system_info"]["device_memsize"] == 49152
 
 

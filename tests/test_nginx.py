@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import ROOT, free_port
+from .reports import UNKNOWN_READINGS
 
 NGINX = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx")
                                         if Path(p).exists()), None)
@@ -162,7 +163,7 @@ def test_seed_curl_workflow_through_nginx(proxied):
                                           "device_memsize", "uptime_days"}
     assert detail["system_info"]["device_memsize"] == 24576
     assert detail["device_info"] == [{"device_index": 0, "name": "NVIDIA GeForce RTX 4090", "temp": 72,
-                                      "usage": 85, "mem_usage": 75, "power_usage": 350}]
+                                      "usage": 85, "mem_usage": 75, "power_usage": 350, **UNKNOWN_READINGS}]
 
     # 4. Update client information
     assert ok(call(proxied, "/api/user/edit_client_info", {

@@ -99,3 +99,92 @@ end $$;
 drop function if exists gpufs_expected(date, timestamptz, timestamptz, integer);
 drop function if exists gpufs_interval(date, integer);
 drop function if exists gpufs_uptime_yesterday(bytea, timestamptz, timestamptz, integer);
+
+-- Partition upkeep. Names and bounds are computed here from the kind and a time, so no caller
+-- text ever reaches the DDL; identifiers go through format's %I, bounds through %L.
+-- TimeZone UTC: days and months are UTC ones, whatever the session's zone.
+
+-- Every missing partition of `p_kind` ('raw': a day of gpufs_gpu_samples; 'hourly': a month of
+-- gpufs_gpu_hourly) from the period of `p_from` to that of `p_to`, and one for each period the
+-- default partition holds rows of, those rows moved into it. Returns the partitions made.
+create or replace function gpufs_gpu_history_ensure(p_kind text, p_from timestamptz, p_to timestamptz)
+returns setof text language plpgsql set timezone to 'UTC' as $$
+declare
+    parent  text;
+    col     text;
+    unit    text;
+    stride  interval;
+    fmt     text;
+    missing timestamptz[];
+    lo      timestamptz;
+    part    text;
+begin
+    case p_kind
+        when 'raw' then
+            parent := 'gpufs_gpu_samples'; col := 'reported_at'; unit := 'day'; stride := '1 day'; fmt := 'YYYYMMDD';
+        when 'hourly' then
+            parent := 'gpufs_gpu_hourly'; col := 'hour'; unit := 'month'; stride := '1 month'; fmt := 'YYYYMM';
+        else
+            raise exception 'unknown gpu history kind: %', p_kind;
+    end case;
+    -- One upkeep at a time (the task's leader, migrate on another host, prune), till commit:
+    -- two making one partition at once would have one fail.
+    perform pg_advisory_xact_lock(7453586465997026164);
+    execute format('select array_agg(distinct date_trunc(%L, %I)) from %I', unit, col, parent || '_default')
+       into missing;
+    if missing is not null then
+        -- Rows arriving in the default while they move out would make the attach fail.
+        execute format('lock table %I in access exclusive mode', parent || '_default');
+    end if;
+    for lo in select p from unnest(missing) as p
+              union
+              select generate_series(date_trunc(unit, p_from), date_trunc(unit, p_to), stride)
+              order by 1 loop
+        part := parent || '_p' || to_char(lo, fmt);
+        continue when to_regclass(quote_ident(part)) is not null;
+        -- Made apart and attached, which locks the parent only against other schema changes:
+        -- reports and reads go on meanwhile.
+        execute format('create table %I (like %I including defaults including constraints)', part, parent);
+        if lo = any(missing) then
+            execute format('with moved as (delete from %I where %I >= $1 and %I < $2 returning *) '
+                           'insert into %I select * from moved', parent || '_default', col, col, part)
+              using lo, lo + stride;
+        end if;
+        execute format('alter table %I attach partition %I for values from (%L) to (%L)',
+                       parent, part, lo, lo + stride);
+        return next part;
+    end loop;
+end
+$$;
+
+-- Drop every partition of `p_kind` whose whole period lies before `p_before`: retention by
+-- whole partitions, never row by row. Returns the partitions dropped. A drop locks the whole
+-- table, and reports and reads queue behind a lock being waited for: it waits 2 s at most, and
+-- failing that, the next run tries again.
+create or replace function gpufs_gpu_history_drop(p_kind text, p_before timestamptz)
+returns setof text language plpgsql set timezone to 'UTC' set lock_timeout to '2s' as $$
+declare
+    parent text;
+    stride interval;
+    fmt    text;
+    part   text;
+begin
+    case p_kind
+        when 'raw' then parent := 'gpufs_gpu_samples'; stride := '1 day'; fmt := 'YYYYMMDD';
+        when 'hourly' then parent := 'gpufs_gpu_hourly'; stride := '1 month'; fmt := 'YYYYMMDD';
+        else raise exception 'unknown gpu history kind: %', p_kind;
+    end case;
+    perform pg_advisory_xact_lock(7453586465997026164);  -- as in gpufs_gpu_history_ensure
+    for part in select c.relname
+                  from pg_inherits i
+                  join pg_class c on c.oid = i.inhrelid
+                 where i.inhparent = parent::regclass
+                   and c.relname ~ ('^' || parent || '_p[0-9]+$')
+                 order by c.relname loop
+        -- The name holds the period's start (YYYYMMDD or YYYYMM, padded to a first day here).
+        continue when to_timestamp(rpad(substr(part, length(parent) + 3), 8, '01'), fmt) + stride > p_before;
+        execute format('drop table %I', part);
+        return next part;
+    end loop;
+end
+$$;

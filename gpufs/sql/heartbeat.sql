@@ -19,7 +19,7 @@ select client_id, user_id, coalesce(valid_status, 'valid') as valid_status
  where (select count(*) from locks) >= 0
    and client_id = any(:client_ids::bytea[]);
 
--- name: ingest-reports(reports, interval, retention_days)
+-- name: ingest-reports(reports, interval, retention_days, raw_days, hourly_days)
 -- Write accepted reports (an array of JSON documents, see gpufs/ingest.py; an array
 -- rather than one JSON array because the planner then knows how many rows come, and
 -- picks hash joins for a large batch) in one statement and return
@@ -29,7 +29,9 @@ select client_id, user_id, coalesce(valid_status, 'valid') as valid_status
 -- its UTC day from heartbeat_config_daily, else `interval`); inside the batch the first
 -- in input order wins. Reports older than the retention window are stored but never
 -- counted, since their bucket claims may already have been pruned. A client with a stored
--- report was seen now (liveness, last_online), whatever time its reports carry.
+-- report was seen now (liveness, last_online), whatever time its reports carry. Each stored
+-- report's GPUs are kept as samples (within `raw_days`) and added to their hourly rollups (within
+-- `hourly_days`): every stored report, counted or not, so a duplicate, never stored, adds nothing.
 with input as (
     select r.ord, decode(r.client_id, 'hex') as client_id, coalesce(r.ts, now()) as ts,
            r.cpu, r.mem, r.disk, r.rx, r.tx, r.memsize, r.tflops, coalesce(r.devices, '[]') as devices,
@@ -139,6 +141,53 @@ with input as (
            last_heartbeat_bucket = greatest(d.last_heartbeat_bucket, excluded.last_heartbeat_bucket),
            updated_at            = now()
     returning 1
+), gpu_samples as (
+    select s.client_id, s.ts, g.*
+      from stored s
+     cross join lateral jsonb_to_recordset(s.devices)
+           as g(device_index integer, name text, uuid text, temp numeric, usage numeric, mem_usage numeric,
+                power_usage numeric, fan_speed numeric, sm_clock_mhz integer, mem_clock_mhz integer,
+                mem_total_mb integer, mem_used_mb integer, power_limit numeric, ecc_uncorrected bigint,
+                xid integer, processes jsonb)
+     where s.ts >= now() - make_interval(days => :hourly_days)
+), raw_samples as (
+    insert into gpufs_gpu_samples (client_id, device_index, reported_at, name, uuid, temp, usage, mem_usage,
+                                   power_usage, fan_speed, sm_clock_mhz, mem_clock_mhz, mem_total_mb, mem_used_mb,
+                                   power_limit, ecc_uncorrected, xid, processes)
+    select client_id, device_index, ts, name, uuid, temp, usage, mem_usage, power_usage, round(fan_speed),
+           sm_clock_mhz, mem_clock_mhz, mem_total_mb, mem_used_mb, power_limit, ecc_uncorrected, xid, processes
+      from gpu_samples
+     where ts >= now() - make_interval(days => :raw_days)
+     order by client_id, device_index, ts
+        on conflict do nothing
+    returning 1
+), gpu_hours as (
+    -- Sums (of the values as the samples keep them, real) and maxima fold in whatever order reports
+    -- arrive; name and uuid follow the newest sample.
+    insert into gpufs_gpu_hourly as h (client_id, device_index, hour, name, uuid, last_reported_at, samples,
+                                       temp_sum, temp_max, usage_sum, usage_max, mem_usage_sum, power_sum, power_max)
+    select client_id, device_index, date_trunc('hour', ts, 'UTC'),
+           (array_agg(name order by ts desc))[1], (array_agg(uuid order by ts desc))[1], max(ts), count(*),
+           sum(temp::real::float8), max(temp), sum(usage::real::float8), max(usage), sum(mem_usage::real::float8),
+           sum(power_usage::real::float8), max(power_usage)
+      from gpu_samples
+     group by client_id, device_index, date_trunc('hour', ts, 'UTC')
+     order by client_id, device_index, date_trunc('hour', ts, 'UTC')
+        on conflict (client_id, device_index, hour) do update
+       set name             = case when excluded.last_reported_at >= h.last_reported_at then excluded.name
+                                   else h.name end,
+           uuid             = case when excluded.last_reported_at >= h.last_reported_at then excluded.uuid
+                                   else h.uuid end,
+           last_reported_at = greatest(h.last_reported_at, excluded.last_reported_at),
+           samples          = h.samples + excluded.samples,
+           temp_sum         = h.temp_sum + excluded.temp_sum,
+           temp_max         = greatest(h.temp_max, excluded.temp_max),
+           usage_sum        = h.usage_sum + excluded.usage_sum,
+           usage_max        = greatest(h.usage_max, excluded.usage_max),
+           mem_usage_sum    = h.mem_usage_sum + excluded.mem_usage_sum,
+           power_sum        = h.power_sum + excluded.power_sum,
+           power_max        = greatest(h.power_max, excluded.power_max)
+    returning 1
 ), latest as (
     select distinct on (client_id) client_id, ts, cpu, mem, disk, memsize, tflops, devices
       from stored
@@ -186,12 +235,17 @@ with input as (
     returning 1
 ), gpus as (
     insert into device_info as d (client_id, device_index, device_name, device_memusage, device_gpuusage,
-                                  device_powerusage, device_temp, created_at, updated_at)
+                                  device_powerusage, device_temp, uuid, fan_speed, sm_clock_mhz, mem_clock_mhz,
+                                  mem_total_mb, mem_used_mb, power_limit, ecc_uncorrected, xid, processes,
+                                  created_at, updated_at)
     select r.client_id, g.device_index, g.name, round(g.mem_usage), round(g.usage), round(g.power_usage),
-           round(g.temp), now(), now()
+           round(g.temp), g.uuid, round(g.fan_speed), g.sm_clock_mhz, g.mem_clock_mhz, g.mem_total_mb,
+           g.mem_used_mb, g.power_limit, g.ecc_uncorrected, g.xid, g.processes, now(), now()
       from replaced r
      cross join lateral jsonb_to_recordset(r.devices)
-           as g(device_index integer, name text, temp numeric, usage numeric, mem_usage numeric, power_usage numeric)
+           as g(device_index integer, name text, temp numeric, usage numeric, mem_usage numeric, power_usage numeric,
+                uuid text, fan_speed numeric, sm_clock_mhz integer, mem_clock_mhz integer, mem_total_mb integer,
+                mem_used_mb integer, power_limit numeric, ecc_uncorrected bigint, xid integer, processes jsonb)
      order by r.client_id, g.device_index
         on conflict (client_id, device_index) do update
        set device_name       = excluded.device_name,
@@ -199,6 +253,16 @@ with input as (
            device_gpuusage   = excluded.device_gpuusage,
            device_powerusage = excluded.device_powerusage,
            device_temp       = excluded.device_temp,
+           uuid              = excluded.uuid,
+           fan_speed         = excluded.fan_speed,
+           sm_clock_mhz      = excluded.sm_clock_mhz,
+           mem_clock_mhz     = excluded.mem_clock_mhz,
+           mem_total_mb      = excluded.mem_total_mb,
+           mem_used_mb       = excluded.mem_used_mb,
+           power_limit       = excluded.power_limit,
+           ecc_uncorrected   = excluded.ecc_uncorrected,
+           xid               = excluded.xid,
+           processes         = excluded.processes,
            updated_at        = now()
     returning 1
 )

@@ -87,7 +87,8 @@ select h.health,
        coalesce(s.disk_usage, 0) as storage_usage,
        coalesce(s.device_memsize, 0) as device_memsize,
        coalesce((select u.days from client_uptime_days u where u.client_id = a.client_id), 0) as uptime_days,
-       g.device_index, g.name, g.temp, g.usage, g.mem_usage, g.power_usage
+       g.device_index, g.name, g.temp, g.usage, g.mem_usage, g.power_usage, g.uuid, g.fan_speed, g.sm_clock_mhz,
+       g.mem_clock_mhz, g.mem_total_mb, g.mem_used_mb, g.power_limit, g.ecc_uncorrected, g.xid, g.processes
   from gpu_assets a
   left join system_info s on s.client_id = a.client_id
  cross join lateral (select gpufs_health_percent(coalesce(sum(d.health_heartbeats), 0),
@@ -101,7 +102,10 @@ select h.health,
                             coalesce(i.device_temp, 0) as temp,
                             coalesce(i.device_gpuusage, 0) as usage,
                             coalesce(i.device_memusage, 0) as mem_usage,
-                            coalesce(i.device_powerusage, 0) as power_usage
+                            coalesce(i.device_powerusage, 0) as power_usage,
+                            -- The optional readings stay null when unknown; a real as the report wrote it.
+                            i.uuid, i.fan_speed, i.sm_clock_mhz, i.mem_clock_mhz, i.mem_total_mb, i.mem_used_mb,
+                            i.power_limit::numeric::float8 as power_limit, i.ecc_uncorrected, i.xid, i.processes
                        from device_info i
                       where i.client_id = a.client_id) g on true
  where a.user_id = :user_id
