@@ -139,8 +139,13 @@ def main(argv=None):
 
         driver.get(f"{base}/dashboard/?user_id={big}")
         rendered = mark(driver, "gpufs:board-rendered-painted")
+        # When the board's three reads had answered: what is left is our script and the paint.
+        answered = driver.execute_script(
+            "return Math.max(...performance.getEntriesByType('resource')"
+            ".filter(e => /client_status_list|client_stat|client_list/.test(e.name)).slice(0, 3)"
+            ".map(e => e.responseEnd))")
         gpus = mark(driver, "gpufs:board-gpus-painted", timeout=300)
-        figures["board_1000_ms"] = (rendered, gpus)
+        figures["board_1000_ms"] = (rendered, answered, gpus)
 
         driver.get(f"{base}/dashboard/client?client_id={gpu_client}&user_id=bd{token}-8")
         try:
@@ -160,8 +165,9 @@ def main(argv=None):
     wire, gz, n = figures["refresh_kb"]
     print(f"| board, 100 clients, one refresh ({n} requests, 5 new reports) | {wire:.1f} KB as sent, "
           f"{gz:.1f} KB gzip'd | ≤ {TARGETS['refresh_kb']} KB |")
-    rendered, gpus = figures["board_1000_ms"]
-    print(f"| board, 1,000 clients, first render (all cards painted) | {rendered:.0f} ms from navigation; "
+    rendered, answered, gpus = figures["board_1000_ms"]
+    print(f"| board, 1,000 clients, first render (all cards painted) | {rendered:.0f} ms from navigation "
+          f"(reads answered at {answered:.0f} ms, then {rendered - answered:.0f} ms to build and paint); "
           f"every card's GPUs read and painted: {gpus:.0f} ms | ≤ {TARGETS['board_1000_ms']} ms |")
     if figures["charts_ms"] is None:
         print(f"| client page, 8 GPUs' 24 h charts | not measured: no charts drawn (device_history missing?) | "

@@ -72,8 +72,8 @@ function render() {
       card = make(c);
       cards.set(c.client_id, card);
     }
+    fill(card, c);  // a new card is filled before it joins the page: cheaper than in place
     if (fleet.children[i] !== card.node) fleet.insertBefore(card.node, fleet.children[i] || null);
-    fill(card, c);
   });
   summarize();
 }
