@@ -66,3 +66,24 @@ def test_client_page_draws_one_chart_per_gpu_with_the_posted_values(driver, serv
     assert len(temps_1h[0].find_elements(By.CSS_SELECTOR, "circle.dot")) == 3
     assert off_origin(driver, server) == []
     assert console_errors(driver) == []
+
+
+def test_client_page_draws_a_chosen_range(driver, server, user):
+    client_id = register(server, user, "theta")
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    for minutes, temp in ((180, 40), (20, 71), (10, 72)):
+        at = (now - timedelta(minutes=minutes)).isoformat().replace("+00:00", "Z")
+        heartbeat(server, client_id, [temp], timestamp=at)
+    driver.get(f"{server}/dashboard/client?client_id={client_id}&user_id={user}")
+    wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "figure.gpu-chart svg.chart[data-count='3']"))
+    # The last 40 minutes, typed as a person would into the two local-time inputs.
+    driver.execute_script("""
+        const local = (ms) => new Date(ms - new Date(ms).getTimezoneOffset() * 60000).toISOString().slice(0, 16);
+        document.getElementById('range-start').value = local(Date.now() - 40 * 60000);
+        document.getElementById('range-end').value = local(Date.now() + 60000);""")
+    driver.find_element(By.CSS_SELECTOR, "#range button[type=submit]").click()
+    wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "figure.gpu-chart svg.chart[data-count='2']"))
+    temp = driver.find_element(By.CSS_SELECTOR, "figure.gpu-chart svg.chart")
+    assert (temp.get_attribute("data-latest"), temp.get_attribute("data-peak")) == ("72", "72")
+    assert [b.get_attribute("aria-pressed") for b in driver.find_elements(By.CSS_SELECTOR, "button[data-hours]")] \
+        == ["false", "false", "false"]
