@@ -9,9 +9,12 @@ DEVENV = exports="$$($(VENV)/bin/python -m gpufs.devenv env $(DEVENV_ARGS))" && 
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+# The pinned requirements first, then the server and the agent themselves, editable and without
+# their (looser) dependencies, so `gpufs-agent` and `flask --app app gpufs` run from .venv/bin.
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml agent/pyproject.toml
 	test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q -r requirements.txt -r requirements-dev.txt
+	$(VENV)/bin/python -m pip install -q --no-deps -e . -e ./agent
 	touch $@
 
 run: venv

@@ -3,6 +3,7 @@ import hashlib
 import math
 import random
 import time
+import uuid
 from datetime import datetime, timedelta, timezone
 
 from . import ingest
@@ -16,6 +17,21 @@ GPU_MODELS = (
     ("NVIDIA H100 80GB HBM3", 81559, 66.9, 70, 700),
     ("NVIDIA L40S", 46068, 91.6, 35, 350),
 )
+# Per model: SM clock idle and boost (MHz), memory clock idle and busy (MHz), has fans (passively
+# cooled data-centre cards report none), has ECC (GeForce cards have none). Unknown readings are null.
+GPU_TRAITS = {
+    "NVIDIA GeForce RTX 4090": (210, 2520, 405, 10501, True, False),
+    "NVIDIA GeForce RTX 3090": (210, 1695, 405, 9751, True, False),
+    "NVIDIA A100 80GB PCIe": (210, 1410, 1512, 1512, False, True),
+    "NVIDIA H100 80GB HBM3": (345, 1980, 2619, 2619, False, True),
+    "NVIDIA L40S": (210, 2520, 405, 9001, False, True),
+}
+USERS = ("alice", "bob", "chen", "dara", "emeka", "farah")
+PROGRAMS = ("python3", "python3", "torchrun", "vllm", "trainer")
+XIDS = (13, 31, 43, 48, 63, 79, 94)  # the XID codes a fleet most often logs
+XID_CHANCE = 1 / 30_000  # per GPU and report: a handful a week in a 20-machine fleet
+ECC_CHANCE = 1 / 50_000
+JOB_SECONDS = 6 * 3600  # how long one job keeps a GPU: its process stays the same meanwhile
 BATCH = 500
 PRUNE_BATCH = 10_000
 DAY = 86400.0
@@ -52,6 +68,13 @@ class Machine:
         for _ in range(rng.randint(0, 3)):
             gap_start = rng.uniform(start, end)
             self.gaps.append((gap_start, gap_start + rng.uniform(600, 3 * 3600)))
+        # The readings beyond the seed's come from a generator of the machine's own, so the base
+        # figures, outages and choices of a seed stay what they were.
+        self.own = random.Random(digest)
+        self.gpu_mem = gpu_mem
+        # Volatile uncorrected ECC errors so far, by GPU index: the benchmark's fleet gives a machine
+        # more GPUs after it is built, so nothing per GPU is sized here.
+        self.ecc = {}
 
     def up(self, t):
         return t < self.stops_at and not any(lo <= t < hi for lo, hi in self.gaps)
@@ -69,10 +92,11 @@ class Machine:
                 temp = _clamp(88 + 6 * load + rng.gauss(0, 1.2), 86, 150)
             else:
                 temp = _clamp(32 + 0.45 * usage + rng.gauss(0, 1.2), 0, 150)
+            mem_usage = _clamp(15 + 0.75 * usage + rng.gauss(0, 3))
             devices.append({
-                "index": index, "name": self.gpu_name, "usage": usage, "temp": temp,
-                "mem_usage": _clamp(15 + 0.75 * usage + rng.gauss(0, 3)),
+                "index": index, "name": self.gpu_name, "usage": usage, "temp": temp, "mem_usage": mem_usage,
                 "power_usage": _clamp(self.idle_w + (self.max_w - self.idle_w) * usage / 100, 0, 10000),
+                **self.readings(index, t, usage, temp, mem_usage),
             })
         return {
             "client_id": self.client_id,
@@ -85,6 +109,49 @@ class Machine:
             "total_tflops": round(self.tflops, 1),
             "devices": devices,
         }
+
+    def gpu_uuid(self, index):
+        """A GPU's UUID, stable: derived from the machine's client_id and the GPU's index."""
+        return f"GPU-{uuid.UUID(bytes=hashlib.blake2b(self.client_id + bytes([index]), digest_size=16).digest())}"
+
+    @property
+    def uuids(self):
+        return [self.gpu_uuid(i) for i in range(self.gpus)]
+
+    def readings(self, index, t, usage, temp, mem_usage):
+        """The optional readings of one GPU (contract section 8), as the agent sends them through NVML."""
+        own = self.own
+        sm_idle, sm_boost, mem_idle, mem_busy, fans, has_ecc = GPU_TRAITS[self.gpu_name]
+        busy = usage >= 5
+        fan = None
+        if fans:  # a hot GPU's fan runs flat out and still cannot keep up
+            fan = 100 if self.hot and index == 0 else int(_clamp(30 + 1.4 * (temp - 35) + own.gauss(0, 3), 30, 100))
+        if has_ecc:
+            self.ecc[index] = self.ecc.get(index, 0) + (own.randint(1, 2) if own.random() < ECC_CHANCE else 0)
+        mem_used = round(self.gpu_mem * mem_usage / 100)
+        return {
+            "uuid": self.gpu_uuid(index), "fan_speed": fan,
+            "sm_clock_mhz": int(sm_idle + (sm_boost - sm_idle) * min(1.0, usage / 60) * own.uniform(0.96, 1.0))
+            if busy else sm_idle,
+            "mem_clock_mhz": mem_busy if busy else mem_idle,
+            "mem_total_mb": self.gpu_mem, "mem_used_mb": mem_used, "power_limit": float(self.max_w),
+            "ecc_uncorrected": self.ecc.get(index),
+            "xid": own.choice(XIDS) if own.random() < XID_CHANCE else None,
+            "processes": self.processes(index, t, mem_used) if usage >= 40 else [],
+        }
+
+    def processes(self, index, t, mem_used):
+        """The job on a busy GPU: the same process for its JOB_SECONDS, now and then with a helper beside it."""
+        job = random.Random(f"{self.client_id.hex()}:{index}:{int(t // JOB_SECONDS)}")
+        main_mb = max(0, mem_used - 600)  # the driver's own context takes some
+        procs = [{"pid": job.randint(1000, 4_000_000), "name": job.choice(PROGRAMS), "user": job.choice(USERS),
+                  "used_memory_mb": main_mb}]
+        if job.random() < 0.3:
+            helper_mb = min(main_mb, job.randint(300, 2000))
+            procs[0]["used_memory_mb"] -= helper_mb
+            procs.append({"pid": procs[0]["pid"] + job.randint(1, 50), "name": "python3", "user": procs[0]["user"],
+                          "used_memory_mb": helper_mb})
+        return procs
 
 
 def fleet(rng, user, clients, start, end):

@@ -17,8 +17,8 @@ import psutil
 import pytest
 
 from gpufs import schemas
-from gpufs.agent import cli, collect, send
-from gpufs.agent.cli import EXIT_LOCKED, EXIT_STOPPED, EXIT_UNDELIVERED, main
+from gpufs_agent import cli, collect, gpus, send
+from gpufs_agent.cli import EXIT_LOCKED, EXIT_STOPPED, EXIT_UNDELIVERED, main
 
 from .conftest import ROOT, free_port
 
@@ -68,13 +68,19 @@ class SampleGpus:
         self.text = sample(name)
 
     def read(self):
-        return collect.parse_nvidia_smi_csv(self.text)
+        return gpus.parse_nvidia_smi_csv(self.text)
 
     def close(self):
         pass
 
 
 # ---- nvidia-smi output -----------------------------------------------------------------------
+
+# The optional GPU readings of a report item (contract section 8), beside the seed's six.
+READINGS = ("uuid", "fan_speed", "sm_clock_mhz", "mem_clock_mhz", "mem_total_mb", "mem_used_mb", "power_limit",
+            "ecc_uncorrected", "xid", "processes")
+DEVICE_FIELDS = {"index", "name", "temp", "usage", "mem_usage", "power_usage", *READINGS}
+
 
 @pytest.mark.parametrize(("name", "count", "memsize", "tflops"), [
     ("rtx4090-x2.csv", 2, 2 * 24564, 165.2),
@@ -83,40 +89,58 @@ class SampleGpus:
     ("t4.csv", 1, 15360, 8.1),
     ("gtx1650-power-na.csv", 1, 4096, 0.0),
     ("a100-pcie-mig-util-na.csv", 1, 81920, 19.5),
+    ("rtx3060-laptop-not-supported.csv", 1, 6144, 0.0),
+    ("k80-unknown-error.csv", 2, 2 * 11441, 0.0),
 ])
 def test_nvidia_smi_samples_parse_into_valid_reports(name, count, memsize, tflops):
-    gpus = collect.parse_nvidia_smi_csv(sample(name))
-    assert [g["index"] for g in gpus] == list(range(count))
+    parsed = gpus.parse_nvidia_smi_csv(sample(name))
+    assert [g["index"] for g in parsed] == list(range(count))
     report = quick_collector("ab" * 16, SampleGpus(name), read_net=dict).report()
     assert report["device_memsize"] == memsize
     assert report["total_tflops"] == pytest.approx(tflops)
-    assert "memory_total_mb" not in report["devices"][0]
+    assert all(set(d) == DEVICE_FIELDS for d in report["devices"])
     schemas.Report().load(report)  # the server's own schema accepts it
 
 
 def test_nvidia_smi_readings_become_report_fields():
-    busy, idle = collect.parse_nvidia_smi_csv(sample("rtx4090-x2.csv"))
+    busy, idle = gpus.parse_nvidia_smi_csv(sample("rtx4090-x2.csv"))
     assert busy == {"index": 0, "name": "NVIDIA GeForce RTX 4090", "temp": 64.0, "usage": 97.0,
-                    "mem_usage": 89.0, "power_usage": 412.4, "memory_total_mb": 24564}
-    assert (idle["usage"], idle["mem_usage"], idle["power_usage"]) == (0.0, 0.0, 18.9)
+                    "mem_usage": 89.0, "power_usage": 412.4, "uuid": "GPU-5c3f8e2a-9b1d-4e7f-a2c6-0d8e4b1f7a93",
+                    "fan_speed": 68, "sm_clock_mhz": 2730, "mem_clock_mhz": 10501, "mem_total_mb": 24564,
+                    "mem_used_mb": 21874, "power_limit": 450.0, "ecc_uncorrected": None, "xid": None,
+                    "processes": None}
+    assert (idle["usage"], idle["mem_usage"], idle["power_usage"], idle["sm_clock_mhz"]) == (0.0, 0.0, 18.9, 210)
+    *_, worn = gpus.parse_nvidia_smi_csv(sample("a100-sxm4-80gb-x4.csv"))
+    assert (worn["ecc_uncorrected"], worn["fan_speed"], worn["power_limit"]) == (2, None, 400.0)
 
 
-def test_nvidia_smi_not_available_values_are_zero():
-    (gtx,) = collect.parse_nvidia_smi_csv(sample("gtx1650-power-na.csv"))
-    assert gtx["power_usage"] == 0.0 and gtx["temp"] == 47.0 and gtx["usage"] == 4.0
-    (mig,) = collect.parse_nvidia_smi_csv(sample("a100-pcie-mig-util-na.csv"))
+def test_nvidia_smi_readings_a_gpu_cannot_give_are_null():
+    (gtx,) = gpus.parse_nvidia_smi_csv(sample("gtx1650-power-na.csv"))
+    assert (gtx["power_limit"], gtx["ecc_uncorrected"], gtx["fan_speed"]) == (None, None, 35)
+    (laptop,) = gpus.parse_nvidia_smi_csv(sample("rtx3060-laptop-not-supported.csv"))
+    assert (laptop["fan_speed"], laptop["power_limit"], laptop["ecc_uncorrected"]) == (None, None, None)
+    unknown, healthy = gpus.parse_nvidia_smi_csv(sample("k80-unknown-error.csv"))
+    assert [unknown[k] for k in READINGS] == [None, None, None, None, 11441, 0, 149.0, None, None, None]
+    assert healthy["uuid"] == "GPU-6b1e3d95-c0f4-4ab2-8e73-9d5a2f06c1e8" and healthy["ecc_uncorrected"] == 0
+    # The seed's four readings are numbers the server requires: an unknown one stays 0 there.
+    assert (gtx["power_usage"], gtx["temp"], gtx["usage"]) == (0.0, 47.0, 4.0)
+    (mig,) = gpus.parse_nvidia_smi_csv(sample("a100-pcie-mig-util-na.csv"))
     assert mig["usage"] == 0.0 and mig["power_usage"] == 48.2
-    (odd,) = collect.parse_nvidia_smi_csv("0, Tesla K80, [Not Supported], [Unknown Error], 5, 0, nan\n")
-    assert (odd["temp"], odd["usage"], odd["mem_usage"], odd["power_usage"]) == (0.0, 0.0, 0.0, 0.0)
+    assert (unknown["temp"], unknown["power_usage"]) == (0.0, 0.0)
+    sent = json.loads(json.dumps(quick_collector("ab" * 16, SampleGpus("k80-unknown-error.csv"),
+                                                 read_net=dict).report()))
+    assert sent["devices"][0]["fan_speed"] is None and sent["devices"][0]["uuid"] is None
 
 
 def test_nvidia_smi_noise_and_out_of_range_readings():
     text = ("NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.\n\n"
-            "0, NVIDIA L4, 212, 140, 30000, 23034, 99999\n")
-    (gpu,) = collect.parse_nvidia_smi_csv(text)
+            "0, NVIDIA L4, 212, 140, 30000, 23034, 99999, GPU-x, 140, -5, 6251, 72.00, nan\n"
+            "0, NVIDIA L4, 40, 10, 300, 23034, 20.1\n")  # the columns of an older query: not ours
+    (gpu,) = gpus.parse_nvidia_smi_csv(text)
     # Clamped to the contract's bounds: one bad sensor must not get the whole report rejected.
     assert (gpu["temp"], gpu["usage"], gpu["mem_usage"], gpu["power_usage"]) == (150.0, 100.0, 100.0, 10000.0)
-    assert collect.parse_nvidia_smi_csv("") == []
+    assert (gpu["fan_speed"], gpu["sm_clock_mhz"], gpu["ecc_uncorrected"]) == (100, 0, None)
+    assert gpus.parse_nvidia_smi_csv("") == []
 
 
 @pytest.mark.parametrize(("name", "tflops"), [
@@ -125,7 +149,7 @@ def test_nvidia_smi_noise_and_out_of_range_readings():
     ("NVIDIA L4", 30.3), ("NVIDIA GeForce RTX 4090 Laptop GPU", 0.0), ("NVIDIA A10G", 0.0), ("Radeon", 0.0),
 ])
 def test_fp32_tflops_table(name, tflops):
-    assert collect.fp32_tflops(name) == tflops
+    assert gpus.fp32_tflops(name) == tflops
 
 
 # ---- GPU sources -----------------------------------------------------------------------------
@@ -134,7 +158,7 @@ def fake_nvidia_smi(bindir, csv_name):
     """An nvidia-smi that prints a recorded sample, and only for the exact query the agent must send."""
     bindir.mkdir(exist_ok=True)
     script = bindir / "nvidia-smi"
-    script.write_text(f'#!/bin/sh\n[ "$1" = "--query-gpu={collect.SMI_FIELDS}" ] && '
+    script.write_text(f'#!/bin/sh\n[ "$1" = "--query-gpu={gpus.SMI_FIELDS}" ] && '
                       f'[ "$2" = "--format=csv,noheader,nounits" ] || exit 9\n'
                       f'{shutil.which("cat")} "{SAMPLES / csv_name}"\n')
     script.chmod(0o755)
@@ -144,7 +168,7 @@ def test_nvml_absent_falls_back_to_nvidia_smi(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "pynvml", None)  # import pynvml now raises ImportError
     fake_nvidia_smi(tmp_path / "bin", "t4.csv")
     monkeypatch.setenv("PATH", str(tmp_path / "bin"))
-    reader = collect.gpu_reader()
+    reader = gpus.gpu_reader()
     assert reader.source == "nvidia-smi"
     assert [g["name"] for g in reader.read()] == ["Tesla T4"]
 
@@ -152,7 +176,7 @@ def test_nvml_absent_falls_back_to_nvidia_smi(monkeypatch, tmp_path):
 def test_no_nvml_and_no_nvidia_smi_reports_no_gpus(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "pynvml", None)
     monkeypatch.setenv("PATH", str(tmp_path))
-    reader = collect.gpu_reader()
+    reader = gpus.gpu_reader()
     assert reader.source == "none"
     report = quick_collector("ab" * 16, reader, read_net=dict).report()
     assert (report["devices"], report["device_memsize"], report["total_tflops"]) == ([], 0, 0)
@@ -170,14 +194,14 @@ def test_nvml_installed_without_driver_falls_back(monkeypatch, tmp_path):
         pytest.skip("this machine has a working NVIDIA driver")
     fake_nvidia_smi(tmp_path / "bin", "rtx4090-x2.csv")
     monkeypatch.setenv("PATH", str(tmp_path / "bin"))
-    assert collect.gpu_reader().source == "nvidia-smi"
+    assert gpus.gpu_reader().source == "nvidia-smi"
 
 
 def test_broken_nvidia_smi_gives_no_gpus_this_time(tmp_path, caplog):
     script = tmp_path / "nvidia-smi"
     script.write_text("#!/bin/sh\necho 'Failed to initialize NVML: Driver/library version mismatch'\nexit 18\n")
     script.chmod(0o755)
-    assert collect.SmiReader(str(script)).read() == []
+    assert gpus.SmiReader(str(script)).read() == []
     assert "nvidia-smi failed" in caplog.text
 
 
@@ -258,7 +282,7 @@ def test_client_id_generated_once_and_kept(tmp_path):
 
 
 def test_dry_run_prints_a_report_and_sends_nothing(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "gpufs.agent", "--once", "--dry-run", "--server", dead_server(),
+    out = subprocess.run([sys.executable, "-m", "gpufs_agent", "--once", "--dry-run", "--server", dead_server(),
                           "--state-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
@@ -302,6 +326,30 @@ def test_once_registers_and_reports_this_machines_figures(server, tmp_path):
     # is a percentage and that the stored report carries the same figure as the snapshot.
     (row,) = health(server, user)
     assert 0 <= system["cpu_usage"] <= 100 and row["cpu_usage"] == system["cpu_usage"]
+
+
+def counted(server, user):
+    """(health, counted heartbeats) of the user's one client."""
+    (client,) = get(server, f"/api/user/client_list?user_id={user}")["devices"]
+    monitor = get(server, f"/api/user/client_monitor?user_id={user}")
+    return client["health"], sum(r["total_heartbeats"] or 0 for r in monitor)
+
+
+def test_first_report_of_a_machine_the_agent_registers_counts(server, tmp_path):
+    # The report is measured, refused as unknown (404), then the client is registered: the report
+    # must still count, or health shows 0 and the next report, in the same bucket, cannot count either.
+    user = new_user()
+    assert main(agent_args(server, tmp_path, "--user", user, "--once")) == 0
+    assert counted(server, user) == (100, 1)
+
+
+def test_first_report_counts_with_the_agent_clock_behind_the_servers(server, tmp_path):
+    user, client_id = new_user(), uuid.uuid4().hex
+    late = quick_collector(client_id, read_net=dict, clock=lambda: datetime.now(timezone.utc) - timedelta(seconds=90))
+    delivery = send.Delivery(send.Transport(server, retries=0), send.Buffer(tmp_path / "buffer.jsonl"), client_id,
+                             user=user, name="slow-clock")
+    assert delivery.send(late.report()) is True
+    assert counted(server, user) == (100, 1)
 
 
 def test_server_down_buffers_then_backfills_with_original_timestamps(server, tmp_path):
@@ -351,7 +399,7 @@ def test_backlog_of_an_unregistered_client_registers_it_and_arrives(server, tmp_
     for _ in minutes:
         buffer.add(collector.report())
     delivery = send.Delivery(send.Transport(server, retries=0), buffer, client_id, user=user, name="late")
-    with caplog.at_level(logging.INFO, "gpufs.agent"):
+    with caplog.at_level(logging.INFO, "gpufs_agent"):
         delivery.flush()
     assert not buffer.reports
     assert "registered client" in caplog.text and "3 stored" in caplog.text
@@ -371,7 +419,7 @@ def test_refused_report_is_logged_and_dropped(server, tmp_path, caplog):
     ahead = quick_collector(client_id, read_net=dict, clock=lambda: datetime.now(timezone.utc) + timedelta(hours=1))
     buffer = send.Buffer(tmp_path / "buffer.jsonl")
     delivery = send.Delivery(send.Transport(server, retries=0), buffer, client_id)
-    with caplog.at_level(logging.INFO, "gpufs.agent"):
+    with caplog.at_level(logging.INFO, "gpufs_agent"):
         assert delivery.send(ahead.report()) is False
     assert "refused it with HTTP 400" in caplog.text and "timestamp" in caplog.text
     assert not buffer.reports and health(server, user) == []
@@ -387,9 +435,35 @@ def test_invalid_client_stops_the_agent(server, tmp_path, caplog):
     assert not send.Buffer(tmp_path / "buffer.jsonl").reports
 
 
-def test_agent_module_runs_as_a_command(server, tmp_path):
+def test_installed_gpufs_agent_command_reports(server, tmp_path):
+    # The console script `make venv` installs beside the interpreter, as the README runs it.
     env = dict(os.environ, GPUFS_SERVER=server, GPUFS_AGENT_STATE=str(tmp_path), GPUFS_USER=new_user())
-    out = subprocess.run([sys.executable, "-m", "gpufs.agent", "--once"], cwd=ROOT, env=env, capture_output=True,
-                         text=True, timeout=60)
+    out = subprocess.run([str(Path(sys.executable).with_name("gpufs-agent")), "--once"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "registered client" in out.stderr
+
+
+def test_agent_needs_none_of_the_servers_libraries(tmp_path):
+    # A GPU machine installs only the agent: a report must not pull in Flask, the database driver or Redis.
+    code = ("import sys, json; from gpufs_agent import cli, collect, gpus, send; "
+            "r = collect.Collector('ab' * 16, gpus.gpu_reader(), cpu_window=0).report(); "
+            "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('flask', 'psycopg2', 'redis', 'gpufs', 'marshmallow', 'werkzeug'))))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == []
+
+
+def test_gpu_readings_reach_the_server_and_unknown_ones_stay_null(server, tmp_path):
+    user, client_id = new_user(), uuid.uuid4().hex
+    collector = quick_collector(client_id, SampleGpus("gtx1650-power-na.csv"), read_net=dict)
+    delivery = send.Delivery(send.Transport(server, retries=0), send.Buffer(tmp_path / "buffer.jsonl"), client_id,
+                             user=user, name="gtx")
+    assert delivery.send(collector.report()) is True
+    detail = get(server, f"/api/user/client_device_detail?user_id={user}&client_id={client_id}")
+    (gpu,) = detail["device_info"]
+    assert {k: gpu[k] for k in READINGS} == {
+        "uuid": "GPU-e84b2f60-93c1-4a7d-b5e0-1c6d9a3f2e74", "fan_speed": 35, "sm_clock_mhz": 300,
+        "mem_clock_mhz": 405, "mem_total_mb": 4096, "mem_used_mb": 312, "power_limit": None,
+        "ecc_uncorrected": None, "xid": None, "processes": None}

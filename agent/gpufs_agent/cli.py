@@ -14,10 +14,11 @@ import time
 import uuid
 from pathlib import Path
 
-from .collect import Collector, gpu_reader
+from .collect import Collector
+from .gpus import gpu_reader
 from .send import Buffer, Delivery, Stop, Transport
 
-log = logging.getLogger("gpufs.agent")
+log = logging.getLogger("gpufs_agent")
 
 EXIT_UNDELIVERED = 1  # --once: the report was kept for later or refused
 EXIT_STOPPED = 3  # the server refuses this client or token

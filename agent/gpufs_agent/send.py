@@ -9,9 +9,10 @@ import random
 import time
 import urllib.error
 import urllib.request
+from datetime import datetime, timezone
 from typing import NamedTuple
 
-log = logging.getLogger("gpufs.agent")
+log = logging.getLogger("gpufs_agent")
 
 HEARTBEAT = "/api/client/heartbeat"
 HEARTBEATS = "/api/client/heartbeats"
@@ -142,11 +143,13 @@ class Delivery:
         self.user = user
         self.name = name
         self.batch_size = min(max(int(batch_size), 1), BATCH_MAX)
+        self.registered_at = None
 
     def send(self, report):
         """Deliver `report`, then any backlog; True when the server stored it."""
         answer = self.transport.post(HEARTBEAT, report)
         if answer is not None and answer.status == 404 and self.register():
+            report = self._not_before_registration(report)
             answer = self.transport.post(HEARTBEAT, report)
         if answer is None:
             self.buffer.add(report)
@@ -156,6 +159,16 @@ class Delivery:
         stored = self._judge(answer, f"report of {report['timestamp']}")
         self.flush()  # it answered, so it is up: a good moment for the backlog
         return stored
+
+    def _not_before_registration(self, report):
+        """The report, timed no earlier than the server's answer to its registration.
+
+        The server counts a client's reports from its registration on, and this report was measured
+        just before it (and the agent's clock may lag the server's): timed as measured, it would
+        not count, nor would the next one in its bucket, and a new machine would show health 0."""
+        if not self.registered_at or _instant(self.registered_at) <= _instant(report["timestamp"]):
+            return report
+        return {**report, "timestamp": self.registered_at}
 
     def _judge(self, answer, what):
         if answer.status == 200:
@@ -183,6 +196,7 @@ class Delivery:
             return False
         if answer.status == 200:
             log.info("registered client %s as %r for user %s", self.client_id, self.name, self.user)
+            self.registered_at = (answer.body or {}).get("timestamp")  # the envelope's: the server's clock
             return True
         if answer.status in (401, 403, 409):
             raise Stop(f"cannot register client {self.client_id} for user {self.user}: "
@@ -226,6 +240,13 @@ class Delivery:
             log.error("buffered report of %s dropped: HTTP %s: %s", when, r.get("code"), r.get("message"))
         if any(r.get("code") == 403 for r in refused):
             raise Stop(_refusal(Answer(403, None, refused[0].get("message", "")), self.client_id))
+
+
+def _instant(text):
+    try:  # Python 3.10's fromisoformat does not take the Z
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except (AttributeError, ValueError):
+        return datetime.min.replace(tzinfo=timezone.utc)  # not a time: the report's own is kept
 
 
 def _refusal(answer, client_id):
