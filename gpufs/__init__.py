@@ -52,7 +52,8 @@ AUTO = "<url_prefix>/../dashboard"
 def init_app(app, url_prefix=None, config=None, dashboard_prefix=AUTO):
     """Register the API blueprints under `url_prefix` (default "/api") on any Flask app, and the
     dashboard under `dashboard_prefix` (default beside the API, e.g. /dashboard; None: no dashboard)."""
-    from . import dashboard, history, openapi
+    from . import alerts, dashboard, history, openapi
+    from .blueprints import alerts as alert_views  # noqa: F401 (adds views to user)
     from .blueprints import client, models, monitor, user  # noqa: F401 (monitor adds views to user)
     from .blueprints import history as history_views  # noqa: F401 (adds device_history to user)
     from .cli import gpufs_cli
@@ -64,6 +65,7 @@ def init_app(app, url_prefix=None, config=None, dashboard_prefix=AUTO):
     state = State(settings, prefix)
     app.extensions["gpufs"] = state
     state.tasks.append(history.task(settings))
+    alerts.init_app(state)
 
     app.register_blueprint(user.bp, url_prefix=prefix + "/user")
     app.register_blueprint(models.bp, url_prefix=prefix + "/models")

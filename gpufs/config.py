@@ -28,6 +28,8 @@ DEFAULTS = {
     "LOG_LEVEL": "INFO",
     "MIGRATE_ON_START": True,
     "BACKGROUND_TASKS": True,  # periodic work (one leader across workers and hosts): gpufs/tasks.py
+    "ALERT_EVAL_SECONDS": 15,
+    "ALERT_ALLOW_PRIVATE_TARGETS": False,  # let alert URLs reach loopback and private networks
 }
 
 
