@@ -1,7 +1,7 @@
 """deploy/nginx.conf in front of the real gunicorn: the seed's curl workflow through Debian's nginx,
 forwarded headers, request ids, the 1 MiB body limit and an upstream outage, all as envelopes."""
-import http.server
 import gzip
+import http.server
 import json
 import re
 import shutil
