@@ -3,7 +3,7 @@ import functools
 import logging
 from datetime import datetime, timezone
 
-from flask import Flask, request
+from flask import Flask, redirect, request
 from flask_cors import CORS
 
 from . import config as config_module
@@ -46,9 +46,13 @@ class State:
         self.cache.close()
 
 
-def init_app(app, url_prefix=None, config=None):
-    """Register the API blueprints under `url_prefix` (default "/api") on any Flask app."""
-    from . import alerts, history, openapi
+AUTO = "<url_prefix>/../dashboard"
+
+
+def init_app(app, url_prefix=None, config=None, dashboard_prefix=AUTO):
+    """Register the API blueprints under `url_prefix` (default "/api") on any Flask app, and the
+    dashboard under `dashboard_prefix` (default beside the API, e.g. /dashboard; None: no dashboard)."""
+    from . import alerts, dashboard, history, openapi
     from .blueprints import alerts as alert_views  # noqa: F401 (adds views to user)
     from .blueprints import client, models, monitor, user  # noqa: F401 (monitor adds views to user)
     from .blueprints import history as history_views  # noqa: F401 (adds device_history to user)
@@ -67,6 +71,8 @@ def init_app(app, url_prefix=None, config=None):
     app.register_blueprint(models.bp, url_prefix=prefix + "/models")
     app.register_blueprint(client.bp, url_prefix=prefix + "/client")
     app.register_blueprint(openapi.bp, url_prefix=prefix)
+    if dashboard_prefix is not None:
+        dashboard.mount(app, prefix, dashboard.default_prefix(prefix) if dashboard_prefix is AUTO else dashboard_prefix)
     app.teardown_appcontext(close_db)
     errors.register(app, prefix or "/")
     app.cli.add_command(gpufs_cli)
@@ -99,6 +105,9 @@ def create_app(test_config=None):
     logs.install(app)  # first, so every request is timed and given its id before the token check runs
     state = init_app(app, config=settings)
     app.register_blueprint(ops.bp)  # /healthz, /readyz, /metrics: the standalone server's, not a host's
+    # Relative, so it also lands right behind a proxy that serves the app under a sub-path.
+    home = state.dashboard_prefix.lstrip("/") + "/"
+    app.add_url_rule("/", "gpufs_home", lambda: redirect(home))
     metrics.observe_pool(state.pool)  # each gunicorn worker publishes its pool size as it boots
     state.pool.on_change = metrics.pool_changed
     _warn_if_exposed(settings)

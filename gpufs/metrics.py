@@ -4,9 +4,16 @@ Under gunicorn, deploy/gunicorn.conf.py sets PROMETHEUS_MULTIPROC_DIR before any
 imports this module: every worker then writes its samples to files in that directory and
 the worker that answers /metrics adds them all up. Without the variable (tests, `flask run`,
 a host app) the metrics live in the process's default registry.
+
+prometheus-client's process_* figures describe only the process that computes them, so under
+gunicorn they would be whichever worker answered (a CPU counter jumping between two workers'
+totals). ServerProcesses reports the whole server instead: gunicorn's master and its workers.
 """
+import functools
 import os
 
+import psutil
+from marshmallow import ValidationError
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -17,6 +24,8 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client import multiprocess as _multiprocess
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.platform_collector import PlatformCollector
 
 # Decided once, at import, exactly as prometheus_client itself decides how to store values.
 MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
@@ -55,6 +64,19 @@ def count_heartbeats(stored=0, duplicates=0, rejected=0):
             HEARTBEATS.labels(outcome).inc(n)
 
 
+def counts_rejected_report(view):
+    """Around the single-report view: a report refused for its content (400) counts as rejected, as
+    the batch endpoint counts the same report. Unknown or invalid clients are counted by ingest."""
+    @functools.wraps(view)
+    def run(*args, **kwargs):
+        try:
+            return view(*args, **kwargs)
+        except ValidationError:
+            count_heartbeats(rejected=1)
+            raise
+    return run
+
+
 def observe_request(endpoint, method, status, seconds):
     """One answered request; `endpoint` is the matched URL rule, UNMATCHED when none matched."""
     # Any token is a valid HTTP method: an unknown one is counted as OTHER, so a caller cannot
@@ -80,11 +102,53 @@ def pool_changed(pool):
     DB_POOL_IN_USE.set(pool.in_use)
 
 
+class ServerProcesses:
+    """process_* of the server as a whole, read from /proc at scrape time: under gunicorn its master
+    and live workers (the answering worker's parent and that parent's children), else this process.
+
+    CPU time counts the master's reaped children too, so a worker that exits or is replaced keeps
+    its share and the counter never goes back. Memory and descriptors are sums over the processes
+    (resident pages shared after the fork are counted in each); the start time and descriptor limit
+    are the master's."""
+
+    def collect(self):
+        master = psutil.Process(os.getppid())
+        try:
+            under_gunicorn = "gunicorn" in " ".join(master.cmdline())
+        except psutil.Error:
+            under_gunicorn = False
+        if not under_gunicorn:
+            master = psutil.Process()
+        cpu, rss, vms, fds = 0.0, 0, 0, 0
+        for proc in [master, *master.children()] if under_gunicorn else [master]:
+            try:
+                with proc.oneshot():
+                    times, memory, open_fds = proc.cpu_times(), proc.memory_info(), proc.num_fds()
+            except psutil.Error:  # a worker that exited meanwhile: its CPU is now the master's
+                continue
+            cpu += times.user + times.system
+            if proc is master:
+                cpu += times.children_user + times.children_system
+            rss, vms, fds = rss + memory.rss, vms + memory.vms, fds + open_fds
+        whole = "gunicorn's master and live workers" if under_gunicorn else "the server process"
+        yield CounterMetricFamily("process_cpu_seconds_total", f"User and system CPU time of {whole}, "
+                                  "workers that have exited included.", value=cpu)
+        yield GaugeMetricFamily("process_resident_memory_bytes", f"Resident memory of {whole}, summed.", value=rss)
+        yield GaugeMetricFamily("process_virtual_memory_bytes", f"Virtual memory of {whole}, summed.", value=vms)
+        yield GaugeMetricFamily("process_open_fds", f"Open file descriptors of {whole}, summed.", value=fds)
+        yield GaugeMetricFamily("process_max_fds", "Open file descriptors each process may have.",
+                                value=master.rlimit(psutil.RLIMIT_NOFILE)[0])
+        yield GaugeMetricFamily("process_start_time_seconds", "When the server started, in seconds since the "
+                                "epoch.", value=master.create_time())
+
+
 def exposition():
     """(body, content type) of every metric, merged over all workers when running multi-process."""
     if MULTIPROC_DIR:
         registry = CollectorRegistry()
         _multiprocess.MultiProcessCollector(registry, path=MULTIPROC_DIR)
+        registry.register(ServerProcesses())
+        PlatformCollector(registry)  # python_info: the same in every worker
     else:
-        registry = REGISTRY
+        registry = REGISTRY  # one process: prometheus-client's own process_*, python_* collectors
     return generate_latest(registry), CONTENT_TYPE_LATEST

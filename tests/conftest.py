@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 TABLES = ("gpu_assets", "system_info", "device_info", "heartbeat", "heartbeat_bucket", "client_daily_stats",
           "device_daily_stats", "client_uptime_days", "heartbeat_config_daily", "client_models", "tokens",
-          "gpufs_gpu_samples", "gpufs_gpu_hourly")
+          "gpufs_gpu_samples", "gpufs_gpu_hourly", "gpufs_alert_outbox", "gpufs_alerts", "gpufs_alert_settings")
 
 
 @pytest.fixture(scope="session")

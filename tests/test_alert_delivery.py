@@ -20,15 +20,11 @@ from gpufs.alerts.outbox import deliver, refresh_alertmanagers, webhook_body
 
 from .conftest import ROOT, assert_envelope, free_port, register, tool_or_skip
 from .reports import gpu, one, report, rows, send
-from .test_alerts import ALERT_TABLES
 
 SECOND = timedelta(seconds=1)
 
 
-@pytest.fixture(autouse=True)
-def no_alerts(db):
-    with db.cursor() as cur:
-        cur.execute("".join(f"delete from {table};" for table in ALERT_TABLES))  # fixed names
+pytestmark = pytest.mark.usefixtures("db")  # every test starts with no alert, setting or notification
 
 
 class Receiver:

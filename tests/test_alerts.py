@@ -15,14 +15,8 @@ from .conftest import assert_envelope, new_client_id, register
 from .reports import gpu, one, report, rows, send, send_batch
 from .test_auth import create_key
 
-ALERT_TABLES = ("gpufs_alert_outbox", "gpufs_alerts", "gpufs_alert_settings")
 MINUTE = timedelta(minutes=1)
-
-
-@pytest.fixture(autouse=True)
-def no_alerts(db):
-    with db.cursor() as cur:
-        cur.execute("".join(f"delete from {table};" for table in ALERT_TABLES))  # fixed names
+pytestmark = pytest.mark.usefixtures("db")  # every test starts with no alert, setting or notification
 
 
 @pytest.fixture

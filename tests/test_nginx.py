@@ -1,5 +1,6 @@
 """deploy/nginx.conf in front of the real gunicorn: the seed's curl workflow through Debian's nginx,
 forwarded headers, request ids, the 1 MiB body limit and an upstream outage, all as envelopes."""
+import gzip
 import http.server
 import json
 import re
@@ -351,3 +352,14 @@ def test_slow_clients_are_held_by_nginx_while_other_requests_answer(proxied):
             answer += chunk
         sock.close()
         assert answer.startswith(b"HTTP/1.1 200 ")
+
+
+def test_json_is_gzipped_by_nginx_for_a_client_that_accepts_it(proxied):
+    # The dashboard's refresh is mostly JSON (README "Dashboard"): the shipped site compresses it.
+    req = urllib.request.Request(proxied + "/api/models/get", headers={"Accept-Encoding": "gzip"})
+    with OPENER.open(req, timeout=15) as resp:
+        assert resp.headers["Content-Encoding"] == "gzip"
+        body = json.loads(gzip.decompress(resp.read()))
+    assert body["success"] is True and isinstance(body["data"], list)
+    plain = call(proxied, "/api/models/get")  # no Accept-Encoding: sent as it is
+    assert plain[1]["Content-Encoding"] is None and plain[2]["success"] is True

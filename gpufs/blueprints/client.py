@@ -3,12 +3,14 @@ from flask import Blueprint
 
 from .. import ingest, schemas
 from ..db import get_db
+from ..metrics import counts_rejected_report
 from . import endpoint
 
 bp = Blueprint("gpufs_client", __name__)
 
 
 @bp.post("/heartbeat")
+@counts_rejected_report  # around the body's loading
 @endpoint("Report one heartbeat (retries of the same timestamp are stored once)", body=schemas.Report,
           data=schemas.IngestResult)
 def heartbeat(report):

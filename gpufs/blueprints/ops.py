@@ -1,15 +1,17 @@
-"""Operational endpoints of the standalone server, at the root: /healthz, /readyz and /metrics.
+"""Operational endpoints of the standalone server, at the root: /healthz, /readyz, /metrics and
+/metrics/fleet.
 
 create_app registers them; init_app does not, so a host app embedding the API keeps its own.
 """
 import logging
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, current_app, request
 
-from .. import metrics
+from .. import auth, metrics
+from .. import fleet_metrics as fleet
 from ..db import DOWN_ERRORS
 from ..envelope import respond
-from ..errors import Unavailable
+from ..errors import Invalid, Unavailable
 from ..ext import state
 
 bp = Blueprint("gpufs_ops", __name__)
@@ -35,6 +37,23 @@ def readyz():
 def prometheus_metrics():
     metrics.observe_pool(state().pool)
     body, content_type = metrics.exposition()
+    return Response(body, content_type=content_type)
+
+
+@bp.get("/metrics/fleet")
+def fleet_metrics():
+    """The fleet in dcgm-exporter's names (contract section 11). Token mode: an admin key sees every
+    user, a user key its own; `?user_id=` narrows."""
+    if state().config["AUTH_MODE"] == "token":
+        auth.authenticate()  # outside /api/, so the API's guard did not run
+    user_id = request.args.get("user_id")
+    if user_id is not None and not 1 <= len(user_id) <= 32:
+        raise Invalid("user_id: must be 1-32 characters")
+    auth.authorize_user(user_id)
+    who = auth.identity()
+    if who is not None and not who.admin:
+        user_id = who.user_id  # a user key sees its own user's fleet, never everyone's
+    body, content_type = fleet.exposition(current_app, user_id)
     return Response(body, content_type=content_type)
 
 
