@@ -1,5 +1,6 @@
 """The dashboard in a real headless Chromium against the real gunicorn: what a team sees of a fleet
 made through the API, and that the page stays safe (text only, same origin, no console error)."""
+import time
 import uuid
 from urllib.parse import urlsplit
 
@@ -202,3 +203,25 @@ def test_alerts_page_says_none_yet_for_a_quiet_fleet(driver, server, user):
     wait_for(driver, lambda d: d.find_element(By.CSS_SELECTOR, "#alerts tbody").text == "none yet")
     assert not driver.find_element(By.ID, "banner").is_displayed()
 
+
+
+HIDE = """Object.defineProperty(document, "visibilityState", {configurable: true, get: () => arguments[0]});
+document.dispatchEvent(new Event("visibilitychange"));"""
+POLLS = """return performance.getEntriesByType("resource")
+    .filter((e) => e.name.includes("/client_status_list")).length;"""
+
+
+def test_a_hidden_tab_polls_nothing_and_refreshes_when_shown_again(driver, server, user, fleet):
+    board(driver, server, user, 4)
+    wait_for(driver, lambda d: "70 °C" in card_text(d, fleet["hot"]))
+    driver.execute_script(HIDE, "hidden")
+    polls = driver.execute_script(POLLS)
+    heartbeat(server, fleet["hot"], [66, 64], usage=12)
+    # Longer than one refresh (5 s): a page that kept polling would have asked again by now. Only a
+    # broken pause can fail this; a slow machine cannot.
+    time.sleep(6)
+    assert driver.execute_script(POLLS) == polls
+    assert "66 °C" not in card_text(driver, fleet["hot"])
+    driver.execute_script(HIDE, "visible")  # shown again: it refreshes at once, not a period later
+    wait_for(driver, lambda d: "GPU 0 NVIDIA GeForce RTX 4090: 66 °C, 12% used" in card_text(d, fleet["hot"]))
+    assert driver.execute_script(POLLS) > polls
