@@ -1,12 +1,6 @@
 """Helpers for the dashboard's browser tests: Debian's Chromium under selenium, a gunicorn of
 our own settings, and the API calls that build a fleet."""
-import contextlib
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -16,7 +10,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.support.ui import WebDriverWait
 
-from .conftest import ROOT, free_port, tool_or_skip
+from .conftest import ROOT, free_port, gunicorn, tool_or_skip  # noqa: F401 (gunicorn: for the tests)
 
 CHROMIUM = "/usr/bin/chromium"
 SCREENSHOTS = ROOT / "tests" / "screenshots"  # git-ignored; the README's two images are copied from here
@@ -118,28 +112,3 @@ def report(client_id, temps, usage=50, timestamp=None):
     return body
 
 
-@contextlib.contextmanager
-def gunicorn(urls, tmp_path, **env):
-    """A gunicorn of our own settings (token mode, another database); yields its base URL."""
-    port = free_port()
-    full = {**os.environ, "DATABASE_URL": urls["DATABASE_URL"], "REDIS_URL": urls["REDIS_URL"],
-            "GPUFS_BIND": f"127.0.0.1:{port}", "GUNICORN_WORKERS": "1", "MIGRATE_ON_START": "false",
-            "BACKGROUND_TASKS": "false", **env}
-    log = tmp_path / f"gunicorn-{port}.log"
-    with open(log, "wb") as err:
-        proc = subprocess.Popen([str(Path(sys.executable).with_name("gunicorn")), "-c", "deploy/gunicorn.conf.py",
-                                 "app:app"], cwd=ROOT, env=full, stdout=subprocess.DEVNULL, stderr=err)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("gunicorn did not start:\n" + log.read_text()) from None
-                time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)

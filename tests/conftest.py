@@ -1,5 +1,6 @@
 """Fixtures: a real PostgreSQL and Redis (from the environment, else embedded under ./var/),
 the schema built once per run, and every test starting from empty tables and an empty cache."""
+import contextlib
 import gc
 import os
 import socket
@@ -172,3 +173,34 @@ def tool_or_skip(name, install):
             pytest.fail(f"{name} is required here (GPUFS_REQUIRE_TOOLS=1): {install}")
         pytest.skip(f"no {name}: {install}")
     return path
+
+
+@contextlib.contextmanager
+def gunicorn(urls, tmp_path, **env):
+    """gunicorn as deployed (one worker) with settings of the test's own (token mode, another database),
+    its stderr in tmp_path; yields its base URL and stops it after. Migrations and background tasks are
+    off unless `env` turns them on: a server of the whole session must not lead tasks on the test
+    database with the real clock."""
+    port = free_port()
+    full = {**os.environ, "DATABASE_URL": urls["DATABASE_URL"], "REDIS_URL": urls["REDIS_URL"],
+            "GPUFS_BIND": f"127.0.0.1:{port}", "GUNICORN_WORKERS": "1", "MIGRATE_ON_START": "false",
+            "BACKGROUND_TASKS": "false", **env}
+    full.pop("PROMETHEUS_MULTIPROC_DIR", None)  # its own, made by deploy/gunicorn.conf.py
+    log = Path(tmp_path) / f"gunicorn-{port}.log"
+    with open(log, "wb") as err:
+        proc = subprocess.Popen([str(Path(sys.executable).with_name("gunicorn")), "-c", "deploy/gunicorn.conf.py",
+                                 "app:app"], cwd=ROOT, env=full, stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("gunicorn did not start:\n" + log.read_text()) from None
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -1,10 +1,7 @@
 """A real Prometheus for tests: Debian's binary on loopback, a temp config and storage, stopped on exit;
 and a gunicorn server of the test's own settings for it to scrape."""
 import json
-import os
-import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.parse
@@ -12,7 +9,7 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
-from .conftest import ROOT, free_port, tool_or_skip
+from .conftest import ROOT, free_port, gunicorn, tool_or_skip  # noqa: F401 (gunicorn: for the tests)
 
 INSTALL = "apt-get install prometheus"
 
@@ -61,34 +58,6 @@ def prometheus(config_text, tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-
-
-@contextmanager
-def gunicorn(urls, tmp_path, **settings):
-    """The server as production starts it, with `settings` (environment variables) of its own;
-    yields its host:port."""
-    port = free_port()
-    env = dict(os.environ, DATABASE_URL=urls["DATABASE_URL"], REDIS_URL=urls["REDIS_URL"],
-               GPUFS_BIND=f"127.0.0.1:{port}", GUNICORN_WORKERS="1", **settings)
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # its own, made by deploy/gunicorn.conf.py
-    log = Path(tmp_path) / "gunicorn.log"
-    with open(log, "wb") as err:
-        proc = subprocess.Popen([str(Path(sys.executable).with_name("gunicorn")), "-c", "deploy/gunicorn.conf.py",
-                                 "app:app"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("gunicorn did not start:\n" + log.read_text()) from None
-                time.sleep(0.1)
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 class Prometheus:

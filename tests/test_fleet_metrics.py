@@ -5,6 +5,7 @@ import re
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from datetime import timedelta
 
@@ -458,9 +459,9 @@ def test_fleet_metrics_in_token_mode_scraped_with_the_deploy_configs_key(urls, d
     own = create_key(app, "--user", "12")
     app.extensions["gpufs"].close()
     (tmp_path / "gpufs.key").write_text(own + "\n")
-    with gunicorn(urls, tmp_path, AUTH_MODE="token", FLEET_METRICS_CACHE_SECONDS="1") as target:
+    with gunicorn(urls, tmp_path, AUTH_MODE="token", FLEET_METRICS_CACHE_SECONDS="1") as base:
         headers = {"Authorization": f"Bearer {own}", "Content-Type": "application/json"}
-        base = f"http://{target}"
+        target = urllib.parse.urlsplit(base).netloc
         mine = new_client_id()
         for path, body in (("/api/user/insert_client", {"user_id": "12", "client_id": mine, "client_status": "online",
                                                         "name": "token-rig"}),
