@@ -10,7 +10,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.support.ui import WebDriverWait
 
-from .conftest import ROOT, free_port, gunicorn, tool_or_skip  # noqa: F401 (gunicorn: for the tests)
+from .conftest import ROOT, gunicorn, tool_or_skip  # noqa: F401 (gunicorn: for the tests)
 
 CHROMIUM = "/usr/bin/chromium"
 SCREENSHOTS = ROOT / "tests" / "screenshots"  # git-ignored; the README's two images are copied from here
