@@ -221,6 +221,9 @@ def live(b, srv):
             f"{scenario.POLL_P99_MS:.0f} ms", 1, higher_is_better=False)
     if r.hit_ratio is not None:
         res.add("L", "cache hit ratio of the polls", r.hit_ratio, "", note="from the server's /metrics")
+    if r.group_mean is not None:
+        res.add("L", "single reports per transaction, mean (group commit)", r.group_mean, "",
+                note="from the server's /metrics")
     res.add("L", "freshness: age of the newest report a client_status_list showed, p99", r.freshness_p99_s, "s")
     due = sum(k["scheduled"] for k in r.kinds.values())
     res.add("L", "load generator: share of the due requests sent", 100 * r.sent_share, "%",

@@ -147,6 +147,7 @@ class Result:
     sent_share: float
     cpu: dict  # seconds over the window: server, postgres, generator
     hit_ratio: float | None
+    group_mean: float | None  # single reports per transaction (group commit), from /metrics
     freshness_p99_s: float
     errors: list
     passed: bool = False
@@ -299,12 +300,15 @@ def summarise(machines, step, answered, stored, before, after, seen):
     (srv0, pg0), (srv1, pg1) = step.at_window.get("start", (0, 0)), step.at_window.get("end", (0, 0))
     hits = after.get("gpufs_cache_hits_total", 0) - before.get("gpufs_cache_hits_total", 0)
     misses = after.get("gpufs_cache_misses_total", 0) - before.get("gpufs_cache_misses_total", 0)
+    groups = after.get("gpufs_report_group_size_count", 0) - before.get("gpufs_report_group_size_count", 0)
+    grouped = after.get("gpufs_report_group_size_sum", 0) - before.get("gpufs_report_group_size_sum", 0)
     r = Result(machines=machines, window=round(step.window, 1), aborted=step.aborted, kinds=kinds,
                polls_p99_ms=percentile(polls, 99), answered=answered, stored=stored,
                lateness_ms={"p50": percentile(late, 50), "p99": percentile(late, 99), "max": max(late, default=0)},
                sent_share=len(window) / scheduled if scheduled else 1.0,
                cpu={"server": srv1 - srv0, "postgres": pg1 - pg0, "generator": step.cpu_seconds},
                hit_ratio=hits / (hits + misses) if hits + misses else None,
+               group_mean=grouped / groups if groups else None,
                freshness_p99_s=percentile(seen.freshness, 99), errors=errors[:10])
     if step.aborted:
         r.reasons.append(f"stopped after {step.window:.0f} s: {step.aborted}")
@@ -327,6 +331,7 @@ def describe(r):
             f"{r.polls_p99_ms:.0f} ms, sent {100 * r.sent_share:.1f}% of those due (late p99 "
             f"{r.lateness_ms['p99']:.1f} ms), stored {r.stored:,}/{r.answered:,} answered, hit ratio "
             + (f"{r.hit_ratio:.2f}" if r.hit_ratio is not None else "-")
+            + (f", {r.group_mean:.2f} reports per write" if r.group_mean is not None else "")
             + (" → ok" if r.passed else " → fails: " + "; ".join(r.reasons)))
 
 

@@ -7,11 +7,12 @@ from flask import Flask, redirect, request
 from flask_cors import CORS
 
 from . import config as config_module
-from . import errors, logs, metrics
+from . import errors, ingest, logs, metrics
 from .auth import KeyCache, authenticate
 from .blueprints import ops
 from .cache import Cache
 from .db import Pool, close_db
+from .group_commit import GroupCommit
 from .tasks import Leader
 
 log = logging.getLogger("gpufs")
@@ -26,6 +27,7 @@ class State:
         self.pool = Pool(config)
         self.cache = Cache(config)
         self.auth_cache = KeyCache(int(config["AUTH_CACHE_SECONDS"]))
+        self.reports = GroupCommit(ingest.write_group)  # POST /heartbeat: single reports, written together
         self.tasks = []  # tasks.Task: periodic work each feature adds in init_app, run by one leader
         self.leader = None
         self.clock = functools.partial(datetime.now, timezone.utc)  # "now" of the reads; tests fix it

@@ -91,7 +91,8 @@ def require_admin():
         raise Forbidden("authorization: an admin key is required")
 
 
-def may_report_for(owner):
-    """May the caller send heartbeats for a client owned by `owner`?"""
-    who = identity()
+def may_report_for(owner, who=None):
+    """May the caller (the request's key, or `who`: a key taken from another request) send
+    heartbeats for a client owned by `owner`?"""
+    who = who if who is not None else identity()
     return who is None or who.admin or who.user_id == str(owner)

@@ -1,13 +1,13 @@
 """Heartbeat ingestion: validate reports, check their clients, write the accepted ones set-based in one
 transaction (heartbeat.sql), then invalidate the cached reads of their clients and owners. Used by the
-API and the simulator."""
+API and the simulator; single reports go through group commit (gpufs/group_commit.py)."""
 import orjson
 from marshmallow import ValidationError
 
 from . import metrics, schemas
-from .auth import may_report_for
+from .auth import identity, may_report_for
 from .cache import client_scope, user_scope
-from .db import queries
+from .db import get_db, queries
 from .errors import Forbidden, NotFound, validation_message
 from .ext import state
 
@@ -35,15 +35,16 @@ def validate(raw_reports):
     return accepted, rejected
 
 
-def ingest(conn, reports, rejected=None, *, settings=None):
+def ingest(conn, reports, rejected=None, *, settings=None, callers=None):
     """Store loaded `reports` [(index, report)] and return every result, `rejected` ones merged, by index.
 
     Clients are checked in one query before anything is written; the accepted reports are
     written together in one transaction, so each is fully written or, if the database
-    fails, the whole call raises and nothing is.
+    fails, the whole call raises and nothing is. `callers`: the key of each report by index,
+    when the reports came from several requests (else the request's key decides for all).
     """
     settings = settings or state().config
-    results, stored = _store(conn, reports, rejected, settings)
+    results, stored = _store(conn, reports, rejected, settings, callers or {})
     if stored:
         state().cache.invalidate(*{user_scope(uid) for uid in stored.values()}, *map(client_scope, stored))
     ordered = [results[i] for i in sorted(results)]
@@ -52,7 +53,7 @@ def ingest(conn, reports, rejected=None, *, settings=None):
     return ordered
 
 
-def _store(conn, reports, rejected, settings):
+def _store(conn, reports, rejected, settings, callers):
     results = dict(rejected or {})
     stored = {}
     with conn:
@@ -63,7 +64,7 @@ def _store(conn, reports, rejected, settings):
             client = clients.get(report["client_id"])
             # Another user's client is answered as one that does not exist: neither its
             # existence nor its validity is the caller's to learn.
-            if client is None or not may_report_for(client["user_id"]):
+            if client is None or not may_report_for(client["user_id"], callers.get(index)):
                 results[index] = _result(index, "rejected", 404, NO_SUCH_CLIENT)
             elif client["valid_status"] == "invalid":
                 results[index] = _result(index, "rejected", 403, INVALID_CLIENT)
@@ -82,14 +83,22 @@ def summary(results):
             "results": results}
 
 
-def ingest_one(conn, report):
-    """One report through the batch path; an unregistered or invalid client raises (404, 403)."""
-    result = ingest(conn, [(0, report)])[0]
+def ingest_one(report):
+    """One report of a request, written with those arriving meanwhile in this process (group
+    commit) through the batch path; an unregistered or invalid client raises (404, 403)."""
+    result = state().reports.submit((report, identity()))
     if result["code"] == 404:
         raise NotFound(result["message"])
     if result["code"] == 403:
         raise Forbidden(result["message"])
     return result
+
+
+def write_group(items):
+    """GroupCommit's write: [(report, caller's key)] in one transaction, on the connection of the
+    request whose thread writes them; a result per item, in order."""
+    return ingest(get_db(), list(enumerate(report for report, _ in items)),
+                  callers={index: who for index, (_, who) in enumerate(items)})
 
 
 def _clients(conn, client_ids):

@@ -14,7 +14,7 @@ bp = Blueprint("gpufs_client", __name__)
 @endpoint("Report one heartbeat (retries of the same timestamp are stored once)", body=schemas.Report,
           data=schemas.IngestResult)
 def heartbeat(report):
-    return ingest.ingest_one(get_db(), report)
+    return ingest.ingest_one(report)
 
 
 @bp.post("/heartbeats")
