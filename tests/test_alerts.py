@@ -170,6 +170,29 @@ def test_gpu_hot_waits_until_a_cool_sample_leaves_the_window(client, db, at):
     assert at(t0 + 6 * MINUTE)["gpu_hot"][0] == 1  # the window is (t0+1min, t0+6min]: two hot samples
 
 
+def test_gpu_hot_judges_the_samples_up_to_now_even_when_a_later_report_is_cool(client, db, at):
+    """The evaluation looks only at GPUs whose snapshot is hot, unless the snapshot is of a report
+    stamped after the evaluation time: then the samples up to that time decide, as always."""
+    cid = register(client)
+    t0 = now() - 60 * MINUTE
+    hot(client, cid, t0, 90)
+    hot(client, cid, t0 + MINUTE, 91)
+    hot(client, cid, t0 + 2 * MINUTE, 40)  # the snapshot now: cool
+    assert at(t0 + MINUTE)["gpu_hot"][0] == 1
+    assert alerts(db, "gpu_hot") == [("gpu_hot", 0, "firing", t0 + MINUTE, None, 91.0, 85.0)]
+    assert at(t0 + 2 * MINUTE)["gpu_hot"][2] == 1
+
+
+def test_gpu_hot_a_sample_just_over_temp_c_fires_though_the_snapshot_rounds_it(client, db, at):
+    cid = register(client)
+    t0 = now() - 60 * MINUTE
+    hot(client, cid, t0, 85.4)
+    hot(client, cid, t0 + MINUTE, 85.4)  # device_info keeps 85; the samples keep 85.4
+    assert at(t0 + MINUTE)["gpu_hot"][0] == 1
+    hot(client, cid, t0 + 2 * MINUTE, 84.6)  # the snapshot says 85, the sample is below temp_c
+    assert at(t0 + 2 * MINUTE)["gpu_hot"][2] == 1
+
+
 def test_gpu_hot_window_is_the_users_for_minutes(client, db, at):
     cid = register(client)
     assert_envelope(client.post("/api/user/alert_settings", json={"user_id": "12", "for_minutes": 1,

@@ -51,6 +51,11 @@ with clients as (
            c.client_name || ': GPU ' || d.device_index || ' at ' || t.temp || ' °C'
       from clients c
       join device_info d on d.client_id = c.client_id  -- the GPUs of the latest report of the client
+      join system_info si on si.client_id = c.client_id
+       -- Only a GPU that can hold is looked at: the snapshot is the newest report, so a GPU whose
+       -- latest sample up to `now` is hot shows a hot snapshot (rounded: hence the - 1), unless the
+       -- snapshot is of a report stamped after `now`. Cool GPUs, nearly all, cost no window scan.
+       and (d.device_temp >= c.temp_c - 1 or si.reported_at > :now)
      cross join lateral (select count(*) as samples, min(s.temp) as coolest,
                                 (array_agg(s.temp order by s.reported_at desc))[1] as latest
                            from gpufs_gpu_samples s
