@@ -9,8 +9,9 @@ from datetime import datetime, timezone
 import psycopg2
 
 # What one report of 8 GPUs writes (heartbeat.sql's ingest-reports): the raw heartbeat, its
-# bucket claim, the snapshot (system_info, a device_info row per GPU) and the daily rollups
-# (client_daily_stats, a device_daily_stats row per GPU). Fixed names, never input.
+# bucket claim, the snapshot (system_info, a device_info row per GPU), the daily rollups
+# (client_daily_stats, a device_daily_stats row per GPU) and the per-GPU history (a sample and an
+# hourly rollup per GPU). Fixed names, never input.
 GPUS = 8
 TABLES = {
     "heartbeat": "client_id, cpu_usage, mem_usage, disk_usage, network_up, network_down, timestamp, created_at",
@@ -25,8 +26,12 @@ TABLES = {
     "device_daily_stats": "date, client_id, device_index, device_name, total_heartbeats, avg_utilization, "
                           "avg_temperature, avg_power_usage, avg_memory_usage, last_heartbeat, "
                           "last_heartbeat_bucket, created_at, updated_at",
+    "gpufs_gpu_samples": "client_id, device_index, reported_at, name, uuid, temp, usage, mem_usage, power_usage, "
+                         "fan_speed, sm_clock_mhz, mem_clock_mhz, mem_total_mb, mem_used_mb, power_limit",
+    "gpufs_gpu_hourly": "client_id, device_index, hour, name, uuid, last_reported_at, samples, temp_sum, temp_max, "
+                        "usage_sum, usage_max, mem_usage_sum, power_sum, power_max",
 }
-ROWS_PER_REPORT = 1 + 1 + 1 + GPUS + 1 + GPUS
+ROWS_PER_REPORT = 1 + 1 + 1 + GPUS + 1 + GPUS + GPUS + GPUS
 
 
 def sql_loop(dsn, statements, seconds, warmup=0.5, spacing=0.0):
@@ -87,6 +92,7 @@ def copy_limit(dsn, reports, repeats):
 
 def _copy_data(ids, now):
     ts = now.isoformat()
+    hour = now.replace(minute=0, second=0, microsecond=0).isoformat()
     day = now.date().isoformat()
     bucket = int(now.timestamp()) // 120
     rows = {table: [] for table in TABLES}
@@ -101,4 +107,9 @@ def _copy_data(ids, now):
             rows["device_info"].append(f"{cid}\t{g}\tNVIDIA H100 80GB HBM3\t60\t70\t450\t55\t{ts}\t{ts}")
             rows["device_daily_stats"].append(
                 f"{day}\t{cid}\t{g}\tNVIDIA H100 80GB HBM3\t1\t70\t55\t450\t60\t{ts}\t{bucket}\t{ts}\t{ts}")
+            uuid = f"GPU-{raw.hex()[:8]}-0000-0000-0000-{g:012d}"
+            rows["gpufs_gpu_samples"].append(
+                f"{cid}\t{g}\t{ts}\tNVIDIA H100 80GB HBM3\t{uuid}\t55\t70\t60\t450\t40\t1980\t2619\t81559\t48935\t700")
+            rows["gpufs_gpu_hourly"].append(
+                f"{cid}\t{g}\t{hour}\tNVIDIA H100 80GB HBM3\t{uuid}\t{ts}\t1\t55\t55\t70\t70\t60\t450\t450")
     return {table: "\n".join(lines) + "\n" for table, lines in rows.items()}
