@@ -54,28 +54,27 @@ class FleetCollector:
                                  labels=INFO_LABELS)
         alerts = GaugeMetricFamily("gpufs_alerts_firing", "Alerts firing now, per user and condition, over "
                                    "the user's valid clients.", labels=("condition", "user_id"))
-        previous = previous_user = None
-        for row in self.fetch():
+        previous_user = None
+        for row in self.fetch():  # one row per client
             labels = (row["client_id"].hex(), row["client_name"], str(row["user_id"]))
             if labels[2] != previous_user:  # a user's first row: its alerts, every condition, 0 included
                 previous_user = labels[2]
                 for condition in ALERT_CONDITIONS:
                     alerts.add_metric((condition, labels[2]), row[f"firing_{condition}"])
-            if labels[0] != previous:  # a client's first row: its own families, once
-                previous = labels[0]
-                up.add_metric(labels, 1 if row["live"] else 0)
-                info.add_metric(labels + (row["client_status"], row["live_status"], row["valid_status"],
-                                          row["os_type"]), 1)
-                for family, column in client:
-                    if row[column] is not None:
-                        family.add_metric(labels, row[column])
-            if row["device_index"] is None:
-                continue
-            # gpu, UUID, modelName, Hostname, client_id, user_id
-            gpu_labels = (str(row["device_index"]), row["uuid"], row["device_name"], labels[1], labels[0], labels[2])
-            for family, column in gpu:
-                if row[column] is not None:  # NULL: no reading, so no sample rather than a made-up zero
-                    family.add_metric(gpu_labels, row[column])
+            up.add_metric(labels, 1 if row["live"] else 0)
+            info.add_metric(labels + (row["client_status"], row["live_status"], row["valid_status"],
+                                      row["os_type"]), 1)
+            for family, column in client:
+                if row[column] is not None:
+                    family.add_metric(labels, row[column])
+            for device in row["gpus"] or ():
+                # One label dict (GPU_LABELS) shared by the GPU's nine samples; add_metric would build one each.
+                gpu_labels = {"gpu": str(device["device_index"]), "UUID": device["uuid"],
+                              "modelName": device["device_name"], "Hostname": labels[1], "client_id": labels[0],
+                              "user_id": labels[2]}
+                for family, column in gpu:
+                    if device[column] is not None:  # null: no reading, so no sample rather than a made-up zero
+                        family.add_sample(family.name, gpu_labels, device[column])
         yield from (family for family, _ in gpu)
         yield up
         yield from (family for family, _ in client)
