@@ -149,9 +149,9 @@ class Scrapes:
                 try:
                     with self.context():
                         self._render(scope, kept.asked)
-                except Exception:  # noqa: BLE001  the thread outlives a failed render; the body ages
+                except Exception:  # the thread outlives a failed render; the kept body ages meanwhile
                     log.warning("fleet metrics of %s not rendered", scope or "every user", exc_info=True)
-        due = [kept.began + self.seconds for kept in self._kept.values()]
+        due = [kept.began + self.seconds for kept in list(self._kept.values())]  # a scrape may add one meanwhile
         return max(0.0, min(due) - self.clock()) if due else self.seconds
 
     def _render(self, scope, asked=None):

@@ -1,4 +1,4 @@
--- The fleet as Prometheus samples: what GET /metrics/fleet runs, once per scrape (gpufs/fleet_metrics.py).
+-- The fleet as Prometheus samples: what GET /metrics/fleet runs, once per render (gpufs/fleet_metrics.py).
 
 -- name: fleet-metrics(user_id, now, window_seconds, interval)
 -- One row per client: valid clients only, of one user or (user_id null) of all, ordered by
