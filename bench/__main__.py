@@ -26,7 +26,7 @@ LOCK_KEY = 7_354_260_800  # any constant: "a benchmark is running in this databa
 QUICK = {"seconds": 1, "rounds": 1, "cached_rounds": 1, "warmup": 1, "ingest_seconds": 3, "history": 2,
          "copy_reports": 1000, "fleet_window": 15, "fleet_warmup": 3, "fleet_resolution": 0.5, "fleet_steps": 3,
          "cpu_window": 8, "budget": 300}
-FIGURES = ("live", "dashboard", "1", "2", "3", "4", "5", "6", "7")
+FIGURES = ("live", "dashboard", "1", "2", "3", "4", "5", "6", "7", "fleet")
 
 
 def parse_args(argv):
@@ -43,9 +43,10 @@ def parse_args(argv):
                         + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in QUICK.items()))
     p.add_argument("--port", type=int, default=int(os.environ.get("BENCH_PORT") or 0) or None,
                    help="loopback port of the servers under test (default: BENCH_PORT, else a free one)")
-    p.add_argument("--figures", default="live,dashboard,1,4,5,6,7",
+    p.add_argument("--figures", default="live,dashboard,1,4,5,6,7,fleet",
                    help="what to measure: live (the fleet), dashboard (bench/dashboard.py in headless Chromium, "
-                        "when present) and figures 1-7 (2 and 3 are information only)")
+                        "when present), figures 1-7 (2 and 3 are information only) and fleet (figure M: "
+                        "one /metrics/fleet scrape of 1,000 machines)")
     g = p.add_argument_group("the live fleet")
     g.add_argument("--fleet", type=int, default=None, help="one step at this many machines instead of the search")
     g.add_argument("--fleet-start", type=int, default=None,
@@ -141,6 +142,8 @@ def _run(args, argv, dsn, settings, began, say):
         phases.cached(bench)
     if 7 in args.figures:
         phases.streaming(bench)
+    if "fleet" in args.figures:
+        phases.fleet_scrape(bench)
     if args.figures & {3, 4, 5}:
         if args.figures & {"live", 6, 7}:
             # The fleet and figure 6 wrote millions of rows: the base of figure 4 gets the same settled

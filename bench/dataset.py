@@ -52,6 +52,11 @@ class Layout:
         return f"{self.run}-in-{thread}"
 
     @property
+    def scraped(self):
+        """The user of figure M's fleet: 1,000 machines of 8 GPUs, reporting when the figure runs."""
+        return f"{self.run}-fm"
+
+    @property
     def end(self):
         """The newest bucket start with a heartbeat: a bucket that has begun, a minute ago at least."""
         return datetime.fromtimestamp(math.floor((self.now.timestamp() - 60) / INTERVAL) * INTERVAL, timezone.utc)
@@ -117,6 +122,21 @@ def add_history(conn, layout, user, time_from, time_to):
         q.add_buckets(conn, users=user, time_from=time_from, time_to=time_to, interval=INTERVAL)
     q.add_rollups(conn, users=user, time_from=time_from, time_to=time_to, interval=INTERVAL)
     q.add_device_rollups(conn, users=user, day_from=time_from.date(), day_to=time_to.date())
+
+
+def add_scraped_fleet(dsn, layout, clients):
+    """Figure M's fleet: `clients` machines of the scraped user with a week of rollups (their health)
+    and a latest report of 8 GPUs received now, so every one is live when the figure scrapes."""
+    conn = connect(dsn)
+    try:
+        user = layout.scraped
+        queries.register_clients(conn, user_id=user, count=clients, created_at=layout.start - timedelta(seconds=60))
+        queries.add_rollups(conn, users=user, time_from=layout.start, time_to=layout.end, interval=INTERVAL)
+        queries.add_scraped_fleet(conn, user_id=user, now=datetime.now(timezone.utc))
+        with conn.cursor() as cur:
+            cur.execute("analyze gpu_assets, system_info, device_info, client_daily_stats")
+    finally:
+        conn.close()
 
 
 def first_client(user):

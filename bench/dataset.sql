@@ -186,3 +186,26 @@ select :client_id, g, to_timestamp(k * :interval), 'NVIDIA H100 80GB HBM3', 'GPU
  cross join generate_series(0, 7) as g
  order by k, g
     on conflict do nothing;
+
+-- name: add-scraped-fleet(user_id, now)!
+-- The latest report of every client of `user_id`, received at `now`, with eight GPUs each giving
+-- every reading /metrics/fleet shows (UUID, clocks, fan, memory, XID): figure M's scrape.
+with snapshots as (
+    insert into system_info (client_id, cpu_usage, mem_usage, disk_usage, device_memsize, device_count,
+                             total_tflops, reported_at, last_seen_at, created_at, updated_at)
+    select client_id, 20 + mod(get_byte(client_id, 0), 70), 30 + mod(get_byte(client_id, 1), 50),
+           20 + mod(get_byte(client_id, 2), 60), 8 * 81559, 8, 535, :now, :now, :now, :now
+      from gpu_assets
+     where user_id = :user_id
+)
+insert into device_info (client_id, device_index, device_name, device_memusage, device_gpuusage,
+                         device_powerusage, device_temp, uuid, fan_speed, sm_clock_mhz, mem_clock_mhz,
+                         mem_total_mb, mem_used_mb, xid, created_at, updated_at)
+select a.client_id, g, 'NVIDIA H100 80GB HBM3', 20 + mod(get_byte(a.client_id, g), 70),
+       mod(get_byte(a.client_id, g + 1), 100), 70 + mod(get_byte(a.client_id, g + 2), 600),
+       40 + mod(get_byte(a.client_id, g + 3), 50), 'GPU-' || md5(a.client_id::text || g)::uuid,
+       30 + mod(get_byte(a.client_id, g + 4), 60), 1200 + mod(get_byte(a.client_id, g), 780), 2619, 81559,
+       1024 * mod(get_byte(a.client_id, g + 5), 79), 0, :now, :now
+  from gpu_assets a
+ cross join generate_series(0, 7) as g
+ where a.user_id = :user_id;

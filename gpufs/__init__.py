@@ -30,6 +30,7 @@ class State:
         self.reports = GroupCommit(ingest.write_group)  # POST /heartbeat: single reports, written together
         self.tasks = []  # tasks.Task: periodic work each feature adds in init_app, run by one leader
         self.leader = None
+        self.fleet_scrapes = None  # fleet_metrics.Scrapes, made on the first /metrics/fleet
         self.clock = functools.partial(datetime.now, timezone.utc)  # "now" of the reads; tests fix it
 
     def start_tasks(self):
@@ -44,6 +45,9 @@ class State:
         if self.leader is not None:
             self.leader.stop()
             self.leader = None
+        if self.fleet_scrapes is not None:
+            self.fleet_scrapes.stop()
+            self.fleet_scrapes = None
         self.pool.reset()
         self.cache.close()
 

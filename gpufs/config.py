@@ -14,7 +14,7 @@ DEFAULTS = {
     "TEMP_WARNING_C": 85,
     "CACHE_TTL_SECONDS": 30,
     "CACHE_LIVE_TTL_SECONDS": 5,
-    "FLEET_METRICS_CACHE_SECONDS": 5,  # /metrics/fleet: one query per user scope per period and worker
+    "FLEET_METRICS_CACHE_SECONDS": 30,  # /metrics/fleet: rendered ahead this often per scraped scope and worker
     "REDIS_SOCKET_TIMEOUT": 0.1,
     "REDIS_RETRY_SECONDS": 1.0,  # after a Redis failure, go straight to PostgreSQL this long
     "AUTH_MODE": "none",

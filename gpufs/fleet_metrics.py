@@ -1,13 +1,22 @@
 """GET /metrics/fleet: the fleet's latest readings as one Prometheus scrape target, in the names of
-NVIDIA's dcgm-exporter (contract section 11), built per scrape from one query and kept a few seconds."""
+NVIDIA's dcgm-exporter (contract section 11), built from one query and rendered ahead of the scrapes."""
+import contextlib
+import logging
 import threading
 import time
+from dataclasses import dataclass
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
 from .db import get_db, queries
 from .ext import state
+
+log = logging.getLogger("gpufs.fleet_metrics")
+# A scope no scrape asked for this long is no longer rendered ahead: twice Prometheus's default
+# scrape interval (1 m), so a scraped scope never drops out between two scrapes.
+IDLE_SECONDS = 120
+STALE = 3  # periods after which a kept body is no longer served
 
 GPU_LABELS = ("gpu", "UUID", "modelName", "Hostname", "client_id", "user_id")
 CLIENT_LABELS = ("client_id", "Hostname", "user_id")
@@ -54,28 +63,27 @@ class FleetCollector:
                                  labels=INFO_LABELS)
         alerts = GaugeMetricFamily("gpufs_alerts_firing", "Alerts firing now, per user and condition, over "
                                    "the user's valid clients.", labels=("condition", "user_id"))
-        previous = previous_user = None
-        for row in self.fetch():
+        previous_user = None
+        for row in self.fetch():  # one row per client
             labels = (row["client_id"].hex(), row["client_name"], str(row["user_id"]))
             if labels[2] != previous_user:  # a user's first row: its alerts, every condition, 0 included
                 previous_user = labels[2]
                 for condition in ALERT_CONDITIONS:
                     alerts.add_metric((condition, labels[2]), row[f"firing_{condition}"])
-            if labels[0] != previous:  # a client's first row: its own families, once
-                previous = labels[0]
-                up.add_metric(labels, 1 if row["live"] else 0)
-                info.add_metric(labels + (row["client_status"], row["live_status"], row["valid_status"],
-                                          row["os_type"]), 1)
-                for family, column in client:
-                    if row[column] is not None:
-                        family.add_metric(labels, row[column])
-            if row["device_index"] is None:
-                continue
-            # gpu, UUID, modelName, Hostname, client_id, user_id
-            gpu_labels = (str(row["device_index"]), row["uuid"], row["device_name"], labels[1], labels[0], labels[2])
-            for family, column in gpu:
-                if row[column] is not None:  # NULL: no reading, so no sample rather than a made-up zero
-                    family.add_metric(gpu_labels, row[column])
+            up.add_metric(labels, 1 if row["live"] else 0)
+            info.add_metric(labels + (row["client_status"], row["live_status"], row["valid_status"],
+                                      row["os_type"]), 1)
+            for family, column in client:
+                if row[column] is not None:
+                    family.add_metric(labels, row[column])
+            for device in row["gpus"] or ():
+                # One label dict (GPU_LABELS) shared by the GPU's nine samples; add_metric would build one each.
+                gpu_labels = {"gpu": str(device["device_index"]), "UUID": device["uuid"],
+                              "modelName": device["device_name"], "Hostname": labels[1], "client_id": labels[0],
+                              "user_id": labels[2]}
+                for family, column in gpu:
+                    if device[column] is not None:  # null: no reading, so no sample rather than a made-up zero
+                        family.add_sample(family.name, gpu_labels, device[column])
         yield from (family for family, _ in gpu)
         yield up
         yield from (family for family, _ in client)
@@ -84,50 +92,113 @@ class FleetCollector:
 
 
 class Scrapes:
-    """The exposition per scope (a user_id, or None for every user), kept `seconds` in this process.
+    """The exposition per scope (a user_id, or None for every user), rendered ahead of its scrapes.
+
+    A scope's first scrape renders its body on demand. From then on this process's thread renders it
+    again every `seconds` for as long as it is scraped at least every IDLE_SECONDS, and a scrape is
+    answered with the last body: dcgm-exporter's own model (it collects on a timer and serves its
+    last collection), and reports arrive only once a minute anyway. prometheus-client formats a
+    scrape of 1,000 machines of 8 GPUs in about a second, five times what a scrape may take
+    (docs/decisions.md). A body older than STALE periods (the database was away, the thread fell
+    behind) is not served: that scrape renders anew, so an outage shows as one. `seconds` 0: every
+    scrape renders its own body, no thread. `clock` (monotonic seconds) is the tests' to set, and
+    with `background` False no thread starts: the tests call refresh() themselves.
 
     Not in Redis: the cache's versions move with every stored report, which on a reporting fleet
-    is every second, so a versioned value would nearly never be reused; a plain time limit is what
-    a sampled figure needs. Scrapes of one scope arriving together (several Prometheus replicas)
-    wait for one query rather than each running it."""
+    is every second, so a versioned value would nearly never be reused; a plain period is what a
+    sampled figure needs. Scrapes of a new scope arriving together (several Prometheus replicas)
+    wait for one render rather than each running it."""
 
-    def __init__(self, seconds):
+    def __init__(self, seconds, render, context=contextlib.nullcontext, clock=time.monotonic, background=True):
         self.seconds = seconds
-        self._bodies = {}  # scope -> (valid until, body)
-        self._locks = {}  # scope -> the lock its producer holds
+        self.render = render  # scope -> body
+        self.context = context  # what a render in the thread runs inside (the app's context)
+        self.clock = clock
+        self.background = background
+        self._kept = {}  # scope -> Kept
+        self._locks = {}  # scope -> the lock its on-demand render holds
         self._lock = threading.Lock()
+        self._thread = None
+        self._stop = threading.Event()
 
-    def _kept(self, scope):
-        kept = self._bodies.get(scope)
-        return kept[1] if kept is not None and kept[0] > time.monotonic() else None
+    def get(self, scope):
+        if not self.seconds:
+            return self.render(scope)
+        kept = self._kept.get(scope)
+        if kept is None or self.clock() - kept.began >= STALE * self.seconds:
+            with self._lock:
+                if len(self._locks) > 1000:  # one entry per user scraped: bounded, never unbounded
+                    self._kept.clear()
+                    self._locks.clear()
+                lock = self._locks.setdefault(scope, threading.Lock())
+                self._start()
+            with lock:
+                kept = self._kept.get(scope)
+                if kept is None or self.clock() - kept.began >= STALE * self.seconds:
+                    kept = self._render(scope)
+        kept.asked = self.clock()
+        return kept.body
 
-    def get(self, scope, produce):
-        body = self._kept(scope)
-        if body is not None:
-            return body
-        with self._lock:
-            if len(self._locks) > 1000:  # one entry per user scraped: bounded, never unbounded
-                self._bodies.clear()
-                self._locks.clear()
-            lock = self._locks.setdefault(scope, threading.Lock())
-        with lock:
-            body = self._kept(scope)
-            if body is None:
-                body = produce()
-                self._bodies[scope] = (time.monotonic() + self.seconds, body)
-        return body
+    def refresh(self):
+        """Render every scope whose body is `seconds` old again, forget those no scrape asked for
+        within IDLE_SECONDS; the seconds until the next is due. The thread calls it; tests too."""
+        for scope, kept in list(self._kept.items()):
+            if self.clock() - kept.asked > IDLE_SECONDS:
+                self._kept.pop(scope, None)
+            elif self.clock() - kept.began >= self.seconds:
+                try:
+                    with self.context():
+                        self._render(scope, kept.asked)
+                except Exception:  # the thread outlives a failed render; the kept body ages meanwhile
+                    log.warning("fleet metrics of %s not rendered", scope or "every user", exc_info=True)
+        due = [kept.began + self.seconds for kept in list(self._kept.values())]  # a scrape may add one meanwhile
+        return max(0.0, min(due) - self.clock()) if due else self.seconds
+
+    def _render(self, scope, asked=None):
+        began = self.clock()
+        kept = Kept(began, self.render(scope), asked if asked is not None else began)
+        self._kept[scope] = kept
+        return kept
+
+    def _start(self):
+        if self._thread is None and self.background:
+            self._thread = threading.Thread(target=self._loop, name="gpufs-fleet-metrics", daemon=True)
+            self._thread.start()
+
+    def _loop(self):
+        while not self._stop.wait(max(self.refresh(), 0.05)):
+            pass
+
+    def stop(self):
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+
+@dataclass
+class Kept:
+    began: float  # when its render began: the data is as of then
+    body: bytes
+    asked: float  # when a scrape last asked for it
 
 
 def exposition(app, user_id):
     """(body, content type) of the fleet of `user_id` (None: every user's)."""
     s = state(app)
-    scrapes = app.extensions.setdefault("gpufs_fleet_metrics", Scrapes(float(s.config["FLEET_METRICS_CACHE_SECONDS"])))
+    with _created:
+        if s.fleet_scrapes is None:
+            s.fleet_scrapes = Scrapes(float(s.config["FLEET_METRICS_CACHE_SECONDS"]), lambda scope: render(s, scope),
+                                      context=app.app_context)
+    return s.fleet_scrapes.get(user_id), CONTENT_TYPE_LATEST
 
-    def produce():
-        registry = CollectorRegistry()
-        registry.register(FleetCollector(lambda: queries.fleet_metrics(
-            get_db(), user_id=user_id, now=s.clock(), window_seconds=int(s.config["ONLINE_WINDOW_SECONDS"]),
-            interval=int(s.config["HEARTBEAT_INTERVAL_SECONDS"]))))
-        return generate_latest(registry)
 
-    return scrapes.get(user_id, produce), CONTENT_TYPE_LATEST
+_created = threading.Lock()
+
+
+def render(s, user_id):
+    """One scrape's body, from one query (the caller's app context gives the connection)."""
+    registry = CollectorRegistry()
+    registry.register(FleetCollector(lambda: queries.fleet_metrics(
+        get_db(), user_id=user_id, now=s.clock(), window_seconds=int(s.config["ONLINE_WINDOW_SECONDS"]),
+        interval=int(s.config["HEARTBEAT_INTERVAL_SECONDS"]))))
+    return generate_latest(registry)

@@ -14,6 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gpufs import create_app
+from gpufs.fleet_metrics import IDLE_SECONDS, STALE, Scrapes
 
 from .conftest import ROOT, new_client_id, register, tool_or_skip
 from .promserver import deploy_config, gunicorn, prometheus
@@ -245,6 +246,104 @@ def test_fleet_metrics_are_kept_a_few_seconds_per_user(app_config, db):
     assert pool.checkouts == checkouts
     assert value(scrape(client, user_id="12"), "gpufs_client_up", client_id=cid) == 1  # another scope: fresh
     app.extensions["gpufs"].close()
+
+
+class Clock:
+    """Monotonic seconds that move only when a test moves them."""
+
+    def __init__(self, now=1000.0):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+
+def rendering(fail=None):
+    """A render that numbers its bodies per scope (b"12:1", b"12:2", ...) and records its calls; it
+    raises `fail` while that is set."""
+    calls = []
+
+    def render(scope):
+        if fail:
+            raise fail[0]
+        calls.append(scope)
+        return f"{scope}:{calls.count(scope)}".encode()
+    return render, calls
+
+
+def test_fleet_metrics_scope_is_rendered_on_its_first_scrape_then_ahead_of_the_next():
+    clock, (render, calls) = Clock(), rendering()
+    scrapes = Scrapes(30, render, clock=clock, background=False)
+    assert scrapes.get("12") == b"12:1"  # the scope's first scrape waits for its render
+    clock.now += 29
+    assert scrapes.refresh() == pytest.approx(1)  # nothing due yet: the next render in a second
+    assert scrapes.get("12") == b"12:1"
+    clock.now += 1
+    assert scrapes.refresh() == pytest.approx(30)
+    assert calls == ["12", "12"]  # rendered again ahead of the scrape...
+    assert scrapes.get("12") == b"12:2" and calls == ["12", "12"]  # ...which only reads it
+    assert scrapes.get(None) == b"None:1"  # each scope its own
+    assert calls == ["12", "12", None]
+
+
+def test_fleet_metrics_scope_no_longer_scraped_is_no_longer_rendered():
+    clock, (render, calls) = Clock(), rendering()
+    scrapes = Scrapes(30, render, clock=clock, background=False)
+    scrapes.get("12")
+    for _ in range(IDLE_SECONDS // 30):
+        clock.now += 30
+        scrapes.refresh()
+    clock.now += 30
+    rendered = len(calls)
+    assert scrapes.refresh() == 30  # forgotten: nothing left to render
+    assert len(calls) == rendered
+    assert scrapes.get("12") == f"12:{rendered + 1}".encode()  # scraped again: rendered on demand
+
+
+def test_fleet_metrics_failed_render_keeps_the_last_body_until_it_is_stale():
+    clock, fail = Clock(), []
+    render, calls = rendering(fail)
+    scrapes = Scrapes(30, render, clock=clock, background=False)
+    scrapes.get("12")
+    fail.append(RuntimeError("database away"))
+    for _ in range(STALE - 1):
+        clock.now += 30
+        scrapes.refresh()  # logged, not raised
+        assert scrapes.get("12") == b"12:1"
+    clock.now += 30
+    with pytest.raises(RuntimeError):  # too old to serve: the scrape renders, and the outage shows
+        scrapes.get("12")
+    fail.clear()
+    assert scrapes.get("12") == b"12:2"
+
+
+def test_fleet_metrics_without_a_period_render_every_scrape():
+    render, calls = rendering()
+    scrapes = Scrapes(0, render, clock=Clock())
+    assert [scrapes.get("12"), scrapes.get("12")] == [b"12:1", b"12:2"]
+
+
+def test_fleet_metrics_rendered_ahead_agree_with_a_scrape_rendered_at_once(app_config, db):
+    ahead = create_app({**app_config, "FLEET_METRICS_CACHE_SECONDS": 30})
+    plain = create_app({**app_config, "FLEET_METRICS_CACHE_SECONDS": 0})
+    client = ahead.test_client()
+    cid = register(client, name="ahead")
+    send(client, report(cid, None, devices=[gpu(0, temp=50)]))
+    now = ahead.extensions["gpufs"].clock()
+    for app in (ahead, plain):
+        app.extensions["gpufs"].clock = lambda: now
+    first = scrape(client)
+    scrapes = ahead.extensions["gpufs"].fleet_scrapes
+    clock = Clock(scrapes.clock())
+    scrapes.clock = clock  # the thread waits out its 30 s; this test moves the clock instead
+    rows(db, "update device_info set device_temp = 81 where client_id = %s", bytes.fromhex(cid))
+    clock.now += 30
+    scrapes.refresh()  # as the thread does: outside any request, in the app's context
+    text = scrape(client)
+    assert value(text, "DCGM_FI_DEV_GPU_TEMP", client_id=cid) == 81 != value(first, "DCGM_FI_DEV_GPU_TEMP")
+    assert text == scrape(plain.test_client())
+    for app in (ahead, plain):
+        app.extensions["gpufs"].close()
 
 
 # ---- token mode ---------------------------------------------------------------------------------

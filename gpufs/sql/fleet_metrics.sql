@@ -1,12 +1,13 @@
--- The fleet as Prometheus samples: what GET /metrics/fleet runs, once per scrape (gpufs/fleet_metrics.py).
+-- The fleet as Prometheus samples: what GET /metrics/fleet runs, once per render (gpufs/fleet_metrics.py).
 
 -- name: fleet-metrics(user_id, now, window_seconds, interval)
--- One row per GPU of the latest report of each live client, and one row with null GPU columns
--- for a client with no GPU to show (not live, or reporting none); valid clients only, of one
--- user or (user_id null) of all, ordered by client. Live: a report received within the window,
--- whatever the registered status. A silent client's latest figures are old news, never a
--- current reading: its host figures are null too. Each row also carries its user's count of
--- firing alerts per condition, over the valid clients shown.
+-- One row per client: valid clients only, of one user or (user_id null) of all, ordered by
+-- user and client. Live: a report received within the window, whatever the registered status.
+-- `gpus`: the GPUs of a live client's latest report, a JSON object each (null for a client not
+-- live or reporting none). A silent client's latest figures are old news, never a current
+-- reading: its host figures are null too. Each row also carries its user's count of firing
+-- alerts per condition, over the valid clients shown. One row per client rather than per GPU:
+-- a scrape of 1,000 machines builds 1,000 rows in Python, not 8,000 (docs/decisions.md).
 with clients as (
     select a.client_id, a.user_id, coalesce(a.client_name, '') as client_name,
            coalesce(a.client_status, '') as client_status, coalesce(a.valid_status, 'valid') as valid_status,
@@ -50,17 +51,27 @@ select c.client_id, c.user_id, c.client_name, c.client_status, c.valid_status, c
        case when c.live then c.mem_usage end as mem_usage,
        case when c.live then c.disk_usage end as disk_usage,
        extract(epoch from c.last_seen_at)::float8 as last_seen,
-       d.device_index, coalesce(d.device_name, '') as device_name, coalesce(d.uuid, '') as uuid,
-       d.device_temp, d.device_gpuusage, d.device_powerusage,
-       d.mem_used_mb,
-       case when d.mem_total_mb is not null and d.mem_used_mb is not null  -- greatest() would turn null into 0
-            then greatest(d.mem_total_mb - d.mem_used_mb, 0) end as mem_free_mb,
-       d.sm_clock_mhz, d.mem_clock_mhz, d.fan_speed, d.xid,
+       g.gpus,
        coalesce(f.firing_offline, 0) as firing_offline, coalesce(f.firing_gpu_hot, 0) as firing_gpu_hot,
        coalesce(f.firing_error_status, 0) as firing_error_status,
        coalesce(f.firing_disk_full, 0) as firing_disk_full
   from clients c
   join health h on h.client_id = c.client_id
   left join firing f on f.user_id = c.user_id
-  left join device_info d on c.live and d.client_id = c.client_id
- order by c.user_id, c.client_id, d.device_index;
+  left join lateral (
+      select json_agg(json_build_object(
+                 'device_index', d.device_index, 'uuid', coalesce(d.uuid, ''),
+                 'device_name', coalesce(d.device_name, ''), 'device_temp', d.device_temp,
+                 'device_gpuusage', d.device_gpuusage, 'device_powerusage', d.device_powerusage,
+                 'mem_used_mb', d.mem_used_mb,
+                 -- greatest() would turn null into 0
+                 'mem_free_mb', case when d.mem_total_mb is not null and d.mem_used_mb is not null
+                                     then greatest(d.mem_total_mb - d.mem_used_mb, 0) end,
+                 'sm_clock_mhz', d.sm_clock_mhz, 'mem_clock_mhz', d.mem_clock_mhz,
+                 'fan_speed', d.fan_speed, 'xid', d.xid)
+                 order by d.device_index) as gpus
+        from device_info d
+       where c.live
+         and d.client_id = c.client_id
+  ) as g on true
+ order by c.user_id, c.client_id;
