@@ -546,9 +546,10 @@ class HistoryPoint(Schema):
 
 
 class Points(fields.List):
-    """A list of HistoryPoint, or the JSON text of one (orjson.Fragment), which goes into the answer
-    as it is: PostgreSQL builds device_history's points as JSON (sql/history.sql), because dumping
-    thousands of them here took most of the request. Tests hold the two forms to one answer."""
+    """A list of HistoryPoint; or that list already written as JSON (an orjson.Fragment), which goes
+    into the answer as it is: PostgreSQL writes device_history's points (gpufs_history_point),
+    because dumping thousands of them here took most of the request. tests/test_history_points.py
+    holds the two to one answer."""
 
     def _serialize(self, value, attr, obj, **kwargs):
         if isinstance(value, orjson.Fragment):

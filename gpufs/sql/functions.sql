@@ -57,9 +57,9 @@ returns float8 language sql immutable as $$
 $$;
 
 -- `p_value` rounded to 2 decimals exactly as round(p_value::numeric, 2)::float8 (half away from
--- zero, on its 15-digit decimal), in float arithmetic: the conversion to numeric was a third of
--- device_history's time. The two can differ only near a tie (or for huge values), where it
--- still goes through numeric; elsewhere float8 errors are far below the 1e-6 margin.
+-- zero, on its 15-digit decimal), in float arithmetic: the conversions to numeric were a quarter
+-- of device_history's query. The two can differ only near a tie (or for huge values), where it
+-- still goes through numeric; elsewhere float8's errors are far below the 1e-6 margin.
 create or replace function gpufs_round2(p_value float8)
 returns float8 language sql immutable as $$
     select case when abs(p_value) < 1e6 and abs(p_value * 100 - floor(p_value * 100) - 0.5) > 1e-6
