@@ -3,6 +3,7 @@ the sample tables' time partitions (a background task, migrate and `prune`)."""
 import logging
 from datetime import datetime, timedelta, timezone
 
+import orjson
 import psycopg2.errors
 
 from .db import queries
@@ -21,8 +22,6 @@ MAX_RANGE = timedelta(days=400)
 # task has not run for days (a report with no partition still stores, in the default one).
 AHEAD = timedelta(days=3)
 UPKEEP_SECONDS = 3600
-POINT_FIELDS = ("time", "samples", "temp", "temp_max", "usage", "usage_max", "mem_usage", "power_usage",
-                "power_max")
 
 
 def buckets(low, high, step):
@@ -62,10 +61,10 @@ def device_history(conn, user_id, client_id, device_index, span):
                            time_from=low, time_to=span["time_to"], step=span["step"]))
     if not rows:
         return None
-    # A row per GPU with its points' fields as arrays of one length; none when the client has no sample.
+    # A row per GPU with its points as JSON text, embedded in the answer as it is (schemas.Points);
+    # none when the client has no sample in the range.
     return [{"device_index": row["device_index"], "name": row["name"], "uuid": row["uuid"],
-             "points": [dict(zip(POINT_FIELDS, point, strict=True))
-                        for point in zip(*(row[key] for key in POINT_FIELDS), strict=True)]}
+             "points": orjson.Fragment(row["points"])}
             for row in rows if row["device_index"] is not None]
 
 

@@ -3,100 +3,89 @@
 
 -- name: device-history(user_id, client_id, device_index, time_from, time_to, step)
 -- One point per GPU and non-empty bucket of `step` seconds (buckets start at multiples of the
--- step since the epoch) over the raw samples in [time_from, time_to): averages and maxima,
--- rounded as the API shows them, with the name and uuid of the GPU's newest sample in the range.
--- A row per GPU, its points as arrays in time order (a row per point cost more to fetch than to
--- compute). One row with a null device_index when the client has no sample in the range; no row
--- when it is not the user's. The range on reported_at, the partition key, prunes every partition outside
--- it. The names are looked up once per GPU by key: taking them in the aggregation made it sort
--- every sample.
-with points as (
+-- step since the epoch) over the raw samples in [time_from, time_to), with the name and uuid of
+-- the GPU's newest sample in the range. A row per GPU, its points in time order as the JSON text
+-- the answer carries as it is (gpufs_history_point, schemas.Points): dumping thousands of points
+-- in Python cost more than the query. One row with a null device_index when the client has no
+-- sample in the range; no row when it is not the user's. The range on reported_at, the partition
+-- key, prunes every partition outside it. The names are looked up once per GPU, by key, newest
+-- partition first: taking them in the aggregation made it sort every sample. Sums rather than
+-- avg(): the same additions, without avg's sum of squares.
+with buckets as (
     select device_index,
            date_bin(make_interval(secs => :step), reported_at, timestamptz '1970-01-01 00:00:00+00') as time,
            count(*) as samples,
-           round(avg(temp)::numeric, 2)::float8 as temp, max(temp)::numeric::float8 as temp_max,
-           round(avg(usage)::numeric, 2)::float8 as usage, max(usage)::numeric::float8 as usage_max,
-           round(avg(mem_usage)::numeric, 2)::float8 as mem_usage,
-           round(avg(power_usage)::numeric, 2)::float8 as power_usage,
-           max(power_usage)::numeric::float8 as power_max,
-           max(reported_at) as newest
+           sum(temp::float8) as temp_sum, max(temp) as temp_max,
+           sum(usage::float8) as usage_sum, max(usage) as usage_max,
+           sum(mem_usage::float8) as mem_usage_sum,
+           sum(power_usage::float8) as power_sum, max(power_usage) as power_max
       from gpufs_gpu_samples
      where client_id = :client_id
        and reported_at >= :time_from
        and reported_at < :time_to
        and (:device_index::integer is null or device_index = :device_index)
      group by 1, 2
-), devices as (
-    select n.device_index, s.name, s.uuid
-      from (select device_index, max(newest) as newest from points group by 1) n
-     cross join lateral (select name, uuid
-                           from gpufs_gpu_samples
-                          where client_id = :client_id
-                            and device_index = n.device_index
-                            and reported_at = n.newest
-                            and reported_at >= :time_from
-                            and reported_at < :time_to
-                          limit 1) s  -- the limit keeps it a lookup per GPU, not a second scan of the range
+), series as (
+    select device_index,
+           '[' || string_agg(gpufs_history_point(time, samples, temp_sum, temp_max, usage_sum, usage_max,
+                                                 mem_usage_sum, power_sum, power_max), ',' order by time) || ']' as points
+      from buckets
+     group by 1
 )
-select d.device_index, d.name, d.uuid,
-       array_agg(p.time order by p.time) as time, array_agg(p.samples order by p.time) as samples,
-       array_agg(p.temp order by p.time) as temp, array_agg(p.temp_max order by p.time) as temp_max,
-       array_agg(p.usage order by p.time) as usage, array_agg(p.usage_max order by p.time) as usage_max,
-       array_agg(p.mem_usage order by p.time) as mem_usage,
-       array_agg(p.power_usage order by p.time) as power_usage, array_agg(p.power_max order by p.time) as power_max
+select s.device_index, d.name, d.uuid, s.points
   from gpu_assets a
-  left join (points p join devices d on d.device_index = p.device_index) on true
+  left join (series s
+             cross join lateral (select name, uuid
+                                   from gpufs_gpu_samples
+                                  where client_id = :client_id
+                                    and device_index = s.device_index
+                                    and reported_at >= :time_from
+                                    and reported_at < :time_to
+                                  order by reported_at desc
+                                  limit 1) d) on true
  where a.user_id = :user_id
    and a.client_id = :client_id
- group by d.device_index, d.name, d.uuid
- order by d.device_index;
+ order by s.device_index;
 
 -- name: device-history-hourly(user_id, client_id, device_index, time_from, time_to, step)
 -- device-history from the hourly rollups, for ranges beyond the raw samples' retention: the
 -- hours starting in [time_from, time_to), `step` a multiple of 3600 so each hour falls in one
 -- bucket. The same answer as the raw samples would give: the rollups hold every stored sample.
-with points as (
+with buckets as (
     select device_index,
            date_bin(make_interval(secs => :step), hour, timestamptz '1970-01-01 00:00:00+00') as time,
-           sum(samples)::integer as samples,
-           round((sum(temp_sum) / sum(samples))::numeric, 2)::float8 as temp,
-           max(temp_max)::numeric::float8 as temp_max,
-           round((sum(usage_sum) / sum(samples))::numeric, 2)::float8 as usage,
-           max(usage_max)::numeric::float8 as usage_max,
-           round((sum(mem_usage_sum) / sum(samples))::numeric, 2)::float8 as mem_usage,
-           round((sum(power_sum) / sum(samples))::numeric, 2)::float8 as power_usage,
-           max(power_max)::numeric::float8 as power_max,
-           max(last_reported_at) as newest
+           sum(samples) as samples,
+           sum(temp_sum) as temp_sum, max(temp_max) as temp_max,
+           sum(usage_sum) as usage_sum, max(usage_max) as usage_max,
+           sum(mem_usage_sum) as mem_usage_sum,
+           sum(power_sum) as power_sum, max(power_max) as power_max
       from gpufs_gpu_hourly
      where client_id = :client_id
        and hour >= :time_from
        and hour < :time_to
        and (:device_index::integer is null or device_index = :device_index)
      group by 1, 2
-), devices as (
-    select n.device_index, h.name, h.uuid
-      from (select device_index, max(newest) as newest from points group by 1) n
-     cross join lateral (select name, uuid
-                           from gpufs_gpu_hourly
-                          where client_id = :client_id
-                            and device_index = n.device_index
-                            and hour = date_trunc('hour', n.newest, 'UTC')
-                            and hour >= :time_from
-                            and hour < :time_to
-                          limit 1) h
+), series as (
+    select device_index,
+           '[' || string_agg(gpufs_history_point(time, samples, temp_sum, temp_max, usage_sum, usage_max,
+                                                 mem_usage_sum, power_sum, power_max), ',' order by time) || ']' as points
+      from buckets
+     group by 1
 )
-select d.device_index, d.name, d.uuid,
-       array_agg(p.time order by p.time) as time, array_agg(p.samples order by p.time) as samples,
-       array_agg(p.temp order by p.time) as temp, array_agg(p.temp_max order by p.time) as temp_max,
-       array_agg(p.usage order by p.time) as usage, array_agg(p.usage_max order by p.time) as usage_max,
-       array_agg(p.mem_usage order by p.time) as mem_usage,
-       array_agg(p.power_usage order by p.time) as power_usage, array_agg(p.power_max order by p.time) as power_max
+select s.device_index, h.name, h.uuid, s.points
   from gpu_assets a
-  left join (points p join devices d on d.device_index = p.device_index) on true
+  left join (series s
+             cross join lateral (select name, uuid
+                                   from gpufs_gpu_hourly
+                                  where client_id = :client_id
+                                    and device_index = s.device_index
+                                    and hour >= :time_from
+                                    and hour < :time_to
+                                  order by hour desc
+                                  limit 1) h) on true
  where a.user_id = :user_id
    and a.client_id = :client_id
- group by d.device_index, d.name, d.uuid
- order by d.device_index;
+ order by s.device_index;
 
 -- name: gpu-history-ensure(kind, time_from, time_to)$
 -- Make the missing partitions of `kind` ('raw' or 'hourly') covering [time_from, time_to], and
