@@ -145,10 +145,12 @@ def first_client(user):
 
 
 def add_gpu_samples(conn, layout, time_from, time_to):
-    """The per-GPU samples of the main user's client 1 over [time_from, time_to]: device_history's."""
+    """The per-GPU samples of the main user's client 1 over [time_from, time_to], and their rollups:
+    device_history's."""
     list(queries.add_gpu_partitions(conn, time_from=time_from, time_to=time_to))
     queries.add_gpu_samples(conn, client_id=first_client(layout.main), time_from=time_from, time_to=time_to,
                             interval=INTERVAL)
+    queries.add_gpu_rollups(conn, client_id=first_client(layout.main), time_from=time_from, time_to=time_to)
 
 
 def extend_history(dsn, layout, factor):

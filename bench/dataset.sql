@@ -170,9 +170,11 @@ select i.indrelid::regclass::text, x.relname, 'drop index ' || i.indexrelid::reg
    and not exists (select 1 from pg_constraint c where c.conindid = i.indexrelid);
 
 -- name: add-gpu-partitions(time_from, time_to)
--- The day partitions of the GPU samples over [time_from, time_to], as the server's upkeep makes them;
--- a statement of its own: rows go to the partitions attached before their insert starts.
-select gpufs_gpu_history_ensure('raw', :time_from::timestamptz, :time_to::timestamptz + interval '1 day');
+-- The partitions of the GPU samples and rollups over [time_from, time_to], as the server's upkeep
+-- makes them; a statement of its own: rows go to the partitions attached before their insert starts.
+select gpufs_gpu_history_ensure('raw', :time_from::timestamptz, :time_to::timestamptz + interval '1 day')
+union all
+select gpufs_gpu_history_ensure('hourly', :time_from::timestamptz, :time_to::timestamptz + interval '1 day');
 
 -- name: add-gpu-samples(client_id, time_from, time_to, interval)!
 -- One sample per GPU (8) of one client every `interval` s from `time_from` to `time_to` (both
@@ -186,6 +188,25 @@ select :client_id, g, to_timestamp(k * :interval), 'NVIDIA H100 80GB HBM3', 'GPU
  cross join generate_series(0, 7) as g
  order by k, g
     on conflict do nothing;
+
+-- name: add-gpu-rollups(client_id, time_from, time_to)!
+-- The half-hour rollups of those samples, as ingestion keeps them (functions.sql).
+insert into gpufs_gpu_hourly as h (client_id, device_index, hour, name, uuid, last_reported_at, samples, temp_sum,
+                                   temp_max, usage_sum, usage_max, mem_usage_sum, power_sum, power_max)
+select client_id, device_index, date_bin('30 minutes', reported_at, timestamptz '1970-01-01 00:00:00+00'),
+       max(name), max(uuid), max(reported_at), count(*), sum(temp::float8), max(temp), sum(usage::float8),
+       max(usage), sum(mem_usage::float8), sum(power_usage::float8), max(power_usage)
+  from gpufs_gpu_samples
+ where client_id = :client_id
+   and reported_at >= :time_from
+   and reported_at <= :time_to
+ group by 1, 2, 3
+    on conflict (client_id, device_index, hour) do update
+   set samples = h.samples + excluded.samples, temp_sum = h.temp_sum + excluded.temp_sum,
+       temp_max = greatest(h.temp_max, excluded.temp_max), usage_sum = h.usage_sum + excluded.usage_sum,
+       usage_max = greatest(h.usage_max, excluded.usage_max), mem_usage_sum = h.mem_usage_sum + excluded.mem_usage_sum,
+       power_sum = h.power_sum + excluded.power_sum, power_max = greatest(h.power_max, excluded.power_max),
+       last_reported_at = greatest(h.last_reported_at, excluded.last_reported_at);
 
 -- name: add-scraped-fleet(user_id, now)!
 -- The latest report of every client of `user_id`, received at `now`, with eight GPUs each giving

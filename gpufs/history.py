@@ -16,6 +16,7 @@ STEPS = (120, 300, 600, 1800, 3600, 21600, 86400)  # the default step: the first
 AUTO_POINTS = 500
 MAX_POINTS = 10_000
 HOUR = 3600
+HALF_HOUR = 1800  # what a rollup row holds (migration 0016)
 DEFAULT_RANGE = timedelta(hours=24)
 MAX_RANGE = timedelta(days=400)
 # Partitions are made this far ahead, so reports keep landing in their own partition even when the
@@ -48,17 +49,33 @@ def plan(low, high, step, now, raw_days):
                       "choose a larger step or a shorter range")
     elif hourly:
         step = -(-step // HOUR) * HOUR  # each hour's rollup in exactly one bucket
-    return {"time_from": low, "time_to": high, "step": step, "hourly": hourly}
+    whole_from, whole_to = whole(low, high, step) if step % HALF_HOUR == 0 else (high, high)
+    return {"time_from": low, "time_to": high, "step": step, "hourly": hourly,
+            "whole_from": whole_from, "whole_to": whole_to}
+
+
+def whole(low, high, step):
+    """The buckets of `step` seconds wholly inside [low, high), as [from, to); (high, high) when none.
+    With a step of whole half hours, these are read from the rollups (sql/history.sql)."""
+    width = timedelta(seconds=step)
+    first = EPOCH - (EPOCH - low) // width * width  # the first bucket start at or after low
+    last = EPOCH + (high - EPOCH) // width * width  # the end of the last bucket ending by high
+    return (first, last) if first < last else (high, high)
 
 
 def device_history(conn, user_id, client_id, device_index, span):
     """The points of the chosen source grouped per GPU, or None when the client is not the user's."""
-    query = queries.device_history_hourly if span["hourly"] else queries.device_history
-    low = span["time_from"]
+    params = {"user_id": user_id, "client_id": client_id, "device_index": device_index,
+              "time_from": span["time_from"], "time_to": span["time_to"], "step": span["step"]}
     if span["hourly"]:  # the hour holding the range's start, whole
-        low = EPOCH + (low - EPOCH) // timedelta(hours=1) * timedelta(hours=1)
-    rows = list(query(conn, user_id=user_id, client_id=client_id, device_index=device_index,
-                           time_from=low, time_to=span["time_to"], step=span["step"]))
+        params["time_from"] = EPOCH + (span["time_from"] - EPOCH) // timedelta(hours=1) * timedelta(hours=1)
+        rows = list(queries.device_history_hourly(conn, **params))
+    else:
+        whole_from, whole_to = span["whole_from"], span["whole_to"]
+        if whole_from < whole_to:  # only the buckets from where the rollups hold half hours
+            since = queries.gpu_half_hours_since(conn)
+            whole_from, whole_to = whole(max(whole_from, since or whole_to), whole_to, span["step"])
+        rows = list(queries.device_history(conn, whole_from=whole_from, whole_to=whole_to, **params))
     if not rows:
         return None
     # A row per GPU with its points as JSON text, embedded in the answer as it is (schemas.Points);

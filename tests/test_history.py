@@ -3,6 +3,7 @@ time partitions and retention, the optional readings, and GET /api/user/device_h
 import re
 from datetime import datetime, timedelta, timezone
 
+import orjson
 import psycopg2
 import pytest
 
@@ -12,7 +13,7 @@ from gpufs.db import queries
 from gpufs.tasks import Leader
 
 from .conftest import assert_envelope, new_client_id, register
-from .reports import gpu, iso, midnight, report, rows, send, send_batch
+from .reports import gpu, iso, midnight, report, rows, send, send_all, send_batch
 
 SETTINGS = {"GPU_HISTORY_RAW_DAYS": 14, "GPU_HISTORY_HOURLY_DAYS": 400}
 FULL_GPU = {"uuid": "GPU-5c3f0b3e-8d7a-4c1f-9e2b-1a2b3c4d5e6f", "fan_speed": 43, "sm_clock_mhz": 2520,
@@ -152,13 +153,76 @@ def test_report_with_no_partition_yet_stores_and_upkeep_moves_it_into_its_own(ap
     assert rows(db, "select count(*) from gpufs_gpu_samples_default") == [(0,)]
 
 
+# ---- whole buckets from the rollups ---------------------------------------------------------------
+
+def points_of(app, cid, low, high, step, device_index=None):
+    """device_history's points per GPU for [low, high) at `step`, read straight from the database
+    (no cache), as {device_index: [point]}."""
+    span = history.plan(low, high, step, high + timedelta(minutes=1), raw_days=14)
+    with app.extensions["gpufs"].pool.connection() as conn:
+        devices = history.device_history(conn, "12", bytes.fromhex(cid), device_index, span)
+    return {d["device_index"]: orjson.loads(orjson.dumps(d["points"])) for d in devices}
+
+
+@pytest.fixture
+def half_hours_since(db):
+    """Sets where the rollups hold half hours (migration 0016), as a database upgraded at that time
+    has it; put back afterwards."""
+    def set_since(when):
+        with db.cursor() as cur:
+            cur.execute("update gpufs_gpu_half_hours set since = %s", (when,))
+    original = rows(db, "select since from gpufs_gpu_half_hours")[0][0]
+    yield set_since
+    set_since(original)
+
+
+def test_whole_half_hour_buckets_come_from_the_rollups_with_the_samples_figures(app, client, db, cid,
+                                                                                 half_hours_since):
+    t0 = midnight(-1) + timedelta(hours=9, minutes=7, seconds=30)  # mid-bucket, so both ends are part-buckets
+    send_all(client, [report(cid, t0 + timedelta(minutes=4 * i), devices=[
+        gpu(0, temp=40 + (i * 7) % 45 + 0.1 * (i % 10), usage=(i * 13) % 101, mem_usage=(i * 3) % 100 + 0.5,
+            power_usage=100 + (i * 37) % 400 + 0.25),
+        gpu(1, temp=30 + i % 20, usage=5, mem_usage=1, power_usage=80.5)]) for i in range(50)])
+    low, high = t0 + timedelta(minutes=3), t0 + timedelta(hours=3, minutes=1)
+    half_hours_since(midnight(1))  # rollups not used: every point from the samples
+    from_samples = {step: points_of(app, cid, low, high, step) for step in (1800, 3600, 5400)}
+    half_hours_since(datetime(1970, 1, 1, tzinfo=timezone.utc))  # as in a database made since migration 0016
+    for step, expected in from_samples.items():
+        assert points_of(app, cid, low, high, step) == expected, step
+        assert points_of(app, cid, low, high, step, device_index=1) == {1: expected[1]}
+    assert sum(p["samples"] for p in from_samples[1800][0]) == 45  # the reports in [low, high)
+    assert [p["time"] for p in from_samples[1800][0]][:2] == [iso(t0.replace(minute=0, second=0)),
+                                                             iso(t0.replace(minute=30, second=0))]
+
+    # The whole buckets are the rollups' (a changed rollup shows); the part-buckets at the ends are not.
+    with db.cursor() as cur:
+        cur.execute("update gpufs_gpu_hourly set temp_max = 99 where device_index = 0")
+    maxima = [p["temp_max"] for p in points_of(app, cid, low, high, 1800)[0]]
+    assert maxima[1:-1] == [99.0] * (len(maxima) - 2) and 99.0 not in (maxima[0], maxima[-1])
+
+
+def test_rollups_written_before_the_half_hours_are_used_in_whole_hours_only(app, client, db, cid,
+                                                                           half_hours_since):
+    t0 = midnight(-1) + timedelta(hours=4)
+    send_all(client, [report(cid, t0 + timedelta(minutes=5 * i), devices=[gpu(0, temp=50 + i)]) for i in range(24)])
+    low, high = t0, t0 + timedelta(hours=2)
+    expected = points_of(app, cid, low, high, 1800)
+    # A database upgraded at t0 + 1 h: the rollups before it hold whole hours, and are not split.
+    half_hours_since(t0 + timedelta(hours=1))
+    with db.cursor() as cur:
+        cur.execute("update gpufs_gpu_hourly set temp_max = 99 where hour < %s", (t0 + timedelta(hours=1),))
+    assert points_of(app, cid, low, high, 1800) == expected
+    half_hours_since(t0 + timedelta(minutes=30))  # not on the step's grid: its bucket from the samples
+    assert [p["temp_max"] for p in points_of(app, cid, low, high, 3600)[0]] == [61.0, 73.0]
+
+
 # ---- retention -----------------------------------------------------------------------------------
 
 def test_retention_drops_whole_partitions_and_older_ranges_come_from_hourly_rollups(app, app_config, client, db,
                                                                                        cid):
     now = datetime.now(timezone.utc)
     upkeep(app, now)
-    old = midnight(-10) + timedelta(hours=8, minutes=20)
+    old = midnight(-10) + timedelta(hours=8, minutes=5)
     send_batch(client, [report(cid, old, devices=[gpu(0, temp=60)]),
                         report(cid, old + timedelta(minutes=10), devices=[gpu(0, temp=70)]),
                         report(cid, now - timedelta(minutes=5), devices=[gpu(0, temp=50)])])
@@ -380,14 +444,26 @@ def test_a_drop_that_cannot_lock_the_table_gives_up_and_keeps_the_partition(app,
     upkeep(app, now)
 
 
+def plan_of(db, cid, low, high, step):
+    """The tables device_history's query reads for [low, high) at `step` (run, with no sample: the
+    per-GPU name lookup does not run), its parameters bound as gpufs/history.py binds them."""
+    span = history.plan(low, high, step, high, raw_days=14)
+    with db.cursor() as cur:  # the query's own text
+        cur.execute("explain (analyze, costs off, timing off, summary off) " + queries.device_history.sql,
+                    {"user_id": "12", "client_id": bytes.fromhex(cid), "device_index": None, "time_from": low,
+                     "time_to": high, "step": step, "whole_from": span["whole_from"], "whole_to": span["whole_to"]})
+        lines = [row[0] for row in cur.fetchall() if "never executed" not in row[0]]
+    # Tables, not their indexes.
+    return set(re.findall(r"gpufs_gpu_(?:samples|hourly)_(?:p\d{6,8}|default)(?!\w)", "\n".join(lines)))
+
+
 def test_device_history_reads_only_the_partitions_of_its_range(app, client, db, cid):
     now = datetime.now(timezone.utc)
     upkeep(app, now)  # a partition for every day of the retention, and some ahead
     low = now - timedelta(hours=3)
-    with db.cursor() as cur:  # the query's own text, its parameters bound
-        cur.execute("explain (costs off) " + queries.device_history.sql,
-                    {"user_id": "12", "client_id": bytes.fromhex(cid), "device_index": None, "time_from": low,
-                     "time_to": now, "step": 300})
-        plan = "\n".join(row[0] for row in cur.fetchall())
-    read = set(re.findall(r"gpufs_gpu_samples_(?:p\d{8}|default)(?!\w)", plan))  # tables, not their indexes
-    assert read == {f"gpufs_gpu_samples_p{day:%Y%m%d}" for day in (low, now)}
+    assert plan_of(db, cid, low, now, 300) == {f"gpufs_gpu_samples_p{day:%Y%m%d}" for day in (low, now)}
+    # A week at 1800 s: the samples of the two part-buckets at its ends, the rollups of the rest.
+    week_ago = now - timedelta(days=7)
+    assert plan_of(db, cid, week_ago, now, 1800) == {
+        f"gpufs_gpu_samples_p{week_ago:%Y%m%d}", f"gpufs_gpu_samples_p{now:%Y%m%d}",
+        *{f"gpufs_gpu_hourly_p{month:%Y%m}" for month in (week_ago, now)}}

@@ -2,6 +2,7 @@
 import re
 import threading
 import uuid
+from datetime import datetime, timedelta, timezone
 
 import psycopg2
 import pytest
@@ -114,3 +115,23 @@ def test_a_database_made_by_the_numbered_migrations_alone_migrates_to_the_functi
     assert assert_envelope(client.get("/api/user/client_list?user_id=12"), 200)["data"]["devices"][0]["health"] == 0
     assert assert_envelope(client.get("/api/user/client_stat?user_id=12"), 200)["data"]["systems_total_number"] == 1
     app.extensions["gpufs"].close()
+
+
+def test_rollups_written_before_the_half_hours_keep_whole_hours(fresh_db):
+    """Migration 0016: in a new database the rollups hold half hours from the start; in one with
+    rollups already, from the hour after the newest (here one a clock ahead wrote)."""
+    assert migrate(fresh_db)
+    conn = psycopg2.connect(fresh_db, options="-c TimeZone=UTC")
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("select since from gpufs_gpu_half_hours")
+        assert cur.fetchall() == [(datetime(1970, 1, 1, tzinfo=timezone.utc),)]
+        cur.execute("drop table gpufs_gpu_half_hours; delete from gpufs_migrations where name like '0016%%'")
+        ahead = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) + timedelta(hours=5)
+        cur.execute("insert into gpufs_gpu_hourly (client_id, device_index, hour, last_reported_at, samples, temp_sum,"
+                    " temp_max, usage_sum, usage_max, mem_usage_sum, power_sum, power_max)"
+                    " values ('\\xab', 0, %(hour)s, %(hour)s, 1, 50, 50, 1, 1, 1, 100, 100)", {"hour": ahead})
+        assert migrate(fresh_db) == ["0016_gpu_half_hours"]
+        cur.execute("select since from gpufs_gpu_half_hours")
+        assert cur.fetchall() == [(ahead + timedelta(hours=1),)]
+    conn.close()

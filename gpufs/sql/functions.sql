@@ -233,7 +233,7 @@ $$;
 -- in input order wins. Reports older than the retention window are stored but never
 -- counted, since their bucket claims may already have been pruned. A client with a stored
 -- report was seen now (liveness, last_online), whatever time its reports carry. Each stored
--- report's GPUs are kept as samples (within `raw_days`) and added to their hourly rollups (within
+-- report's GPUs are kept as samples (within `raw_days`) and added to their rollups (within
 -- `hourly_days`): every stored report, counted or not, so a duplicate, never stored, adds nothing.
 create or replace function gpufs_ingest_reports(p_reports jsonb[], p_interval integer, p_retention_days integer,
                                                 p_raw_days integer, p_hourly_days integer)
@@ -371,17 +371,17 @@ begin
             on conflict do nothing
         returning 1
     ), gpu_hours as (
-        -- Sums (of the values as the samples keep them, real) and maxima fold in whatever order reports
-        -- arrive; name and uuid follow the newest sample.
+        -- A row per GPU and half hour (migration 0016). Sums (of the values as the samples keep them,
+        -- real) and maxima fold in whatever order reports arrive; name and uuid follow the newest sample.
         insert into gpufs_gpu_hourly as h (client_id, device_index, hour, name, uuid, last_reported_at, samples,
                                            temp_sum, temp_max, usage_sum, usage_max, mem_usage_sum, power_sum, power_max)
-        select client_id, device_index, date_trunc('hour', ts, 'UTC'),
+        select client_id, device_index, date_bin('30 minutes', ts, timestamptz '1970-01-01 00:00:00+00'),
                (array_agg(name order by ts desc))[1], (array_agg(uuid order by ts desc))[1], max(ts), count(*),
                sum(temp::real::float8), max(temp), sum(usage::real::float8), max(usage), sum(mem_usage::real::float8),
                sum(power_usage::real::float8), max(power_usage)
           from gpu_samples
-         group by client_id, device_index, date_trunc('hour', ts, 'UTC')
-         order by client_id, device_index, date_trunc('hour', ts, 'UTC')
+         group by client_id, device_index, date_bin('30 minutes', ts, timestamptz '1970-01-01 00:00:00+00')
+         order by client_id, device_index, date_bin('30 minutes', ts, timestamptz '1970-01-01 00:00:00+00')
             on conflict (client_id, device_index, hour) do update
            set name             = case when excluded.last_reported_at >= h.last_reported_at then excluded.name
                                        else h.name end,
