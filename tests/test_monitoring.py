@@ -525,6 +525,37 @@ def test_list_stat_and_detail_never_scan_the_heartbeat_table(client, db):
             assert "heartbeat" not in _seq_scans(plan), name
 
 
+def _rows_read(plan, table):
+    """Rows the plan's scans of `table` returned, over all their loops."""
+    found = plan["Actual Rows"] * plan["Actual Loops"] if plan.get("Relation Name") == table else 0
+    return found + sum(_rows_read(child, table) for child in plan.get("Plans", []))
+
+
+def test_health_reads_the_windows_daily_rollups_not_every_day_on_record(client, db):
+    """Health looks at 7 days: a client's older days must not be read (figure 4's rule, the cost
+    does not grow with the history outside what is shown)."""
+    cid = register(client)
+    backdate(db, cid, timedelta(days=60))
+    rows(db, "insert into client_daily_stats (date, client_id, total_heartbeats, health_heartbeats, last_heartbeat)"
+             " select %s::date - n, %s, 700, 700, now() from generate_series(0, 59) as n",
+         now().date(), bytes.fromhex(cid))
+    rows(db, "analyze client_daily_stats")
+    statements = {
+        "client_list": (queries.client_list.sql, {"user_id": "12", "client_id": None, "status": None, "name": None,
+                                                  "valid_status": None, "live": False, "window_seconds": 120,
+                                                  "interval": 120, "now": now()}),
+        "client_detail": (queries.client_detail.sql, {"user_id": "12", "client_id": bytes.fromhex(cid),
+                                                      "interval": 120, "now": now()}),
+        "fleet_metrics": (queries.fleet_metrics.sql, {"user_id": "12", "window_seconds": 120, "interval": 120,
+                                                      "now": now()}),
+    }
+    with db.cursor() as cur:
+        for name, (text, params) in statements.items():
+            cur.execute("explain (analyze, format json) " + text, params)
+            assert _rows_read(cur.fetchone()[0][0]["Plan"], "client_daily_stats") == 7, name
+    assert get(client, "client_list")["data"]["devices"][0]["health"] > 0  # and they count
+
+
 def test_day_configured_with_a_zero_bucket_width_takes_the_default(client, db):
     cid = register(client)
     backdate(db, cid, timedelta(days=2))

@@ -30,6 +30,7 @@ with clients as (
       left join client_daily_stats s
              on s.client_id = c.client_id
             and s.date = w.day
+            and s.date >= gpufs_health_first_day(:now)
      group by c.client_id
 ), firing as (
     select c.user_id,

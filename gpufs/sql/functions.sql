@@ -2,6 +2,14 @@
 -- migrations on every run (create or replace), so a change is made here, in place. The
 -- numbered migrations keep tables, columns, indexes and triggers.
 
+-- The first UTC day of the health window (gpufs_health_days: 0-6 days back). Joins of
+-- client_daily_stats to the window also bound the date by it, so the index reads the window's
+-- rows only: without it, a client's health read every day the client has on record.
+create or replace function gpufs_health_first_day(p_now timestamptz)
+returns date language sql immutable as $$
+    select (p_now at time zone 'UTC')::date - 6
+$$;
+
 -- The 7 UTC days health looks at, newest first, with each day's bucket width: the day's
 -- configured width (heartbeat_config_daily, edited by hand), or the default where none or
 -- a zero or negative width is configured. One SELECT, so the planner inlines it into the query
@@ -35,7 +43,8 @@ returns integer language sql stable as $$
     select gpufs_health_percent(coalesce(sum(s.health_heartbeats), 0),
                                 sum(gpufs_expected_in(w.day, p_created, p_now, w.width)))
       from gpufs_health_days(p_now, p_default) as w
-      left join client_daily_stats s on s.client_id = p_client and s.date = w.day
+      left join client_daily_stats s
+             on s.client_id = p_client and s.date = w.day and s.date >= gpufs_health_first_day(p_now)
 $$;
 
 -- A day's uptime as a fraction 0..1 of its expected buckets, or null when none were expected

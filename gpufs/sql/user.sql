@@ -66,7 +66,8 @@ select c.client_id, c.client_name, c.shown_status as client_status, c.valid_stat
                         from days w
                         left join client_daily_stats s
                                on s.client_id = c.client_id
-                              and s.date = w.day) h
+                              and s.date = w.day
+                              and s.date >= gpufs_health_first_day(:now)) h
   left join lateral (select device_name
                        from device_info d
                       where d.client_id = c.client_id
@@ -97,7 +98,8 @@ select h.health,
                        from gpufs_health_days(:now, :interval) w
                        left join client_daily_stats d
                               on d.client_id = a.client_id
-                             and d.date = w.day) h
+                             and d.date = w.day
+                             and d.date >= gpufs_health_first_day(:now)) h
   left join lateral (select i.device_index, coalesce(i.device_name, '') as name,
                             coalesce(i.device_temp, 0) as temp,
                             coalesce(i.device_gpuusage, 0) as usage,
